@@ -1,0 +1,78 @@
+"""One monitor cycle in domain terms: pick the agents that are due, fold probe results through the
+health policy, and describe the fleet. The Prefect flow orchestrates; this module decides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .models import AgentRecord, AgentState, ProbeResult, Transition
+from .policy import evaluate, is_due
+from .registry import AgentSpec, Registry
+
+__all__ = ["FleetRow", "apply_results", "batched", "fleet_rows", "select_due"]
+
+Change = tuple[AgentRecord, Transition | None]
+FleetRow = dict[str, Any]
+
+
+def select_due(
+    registry: Registry, records: Mapping[str, AgentRecord], now: datetime, force: bool = False
+) -> list[AgentSpec]:
+    """Agents to probe this cycle: all when forced, else those whose interval/backoff has run out.
+
+    Paused agents are never probed (a due pause expiry resumes them through the policy)."""
+    due = []
+    for agent in registry.agents:
+        record = records.get(agent.id)
+        if record is not None and record.paused and not is_due(record, now):
+            continue
+        if force or is_due(record, now):
+            due.append(agent)
+    return due
+
+
+def batched(items: Sequence[AgentSpec], size: int) -> list[list[AgentSpec]]:
+    """Split into batches of at most `size`, spread evenly so no batch is a tiny tail."""
+    if not items:
+        return []
+    count = -(-len(items) // size)
+    per = -(-len(items) // count)
+    return [list(items[i : i + per]) for i in range(0, len(items), per)]
+
+
+def apply_results(
+    registry: Registry, records: Mapping[str, AgentRecord], results: Iterable[ProbeResult], now: datetime
+) -> list[Change]:
+    """Fold each result through the health policy. Returns only records that changed."""
+    changes: list[Change] = []
+    for result in results:
+        agent = registry.get(result.agent_id)
+        if agent is None:
+            continue
+        before = records.get(result.agent_id)
+        evaluation = evaluate(before, result, agent.policy, now)
+        if evaluation.record != before:
+            changes.append((evaluation.record, evaluation.transition))
+    return changes
+
+
+def fleet_rows(registry: Registry, records: Mapping[str, AgentRecord]) -> list[FleetRow]:
+    """One row per agent, in registry order: what the fleet table artifact and `check` show."""
+    rows = []
+    for agent in registry.agents:
+        rec = records.get(agent.id)
+        rows.append(
+            {
+                "id": agent.id,
+                "name": agent.display_name,
+                "probe": agent.probe.kind if agent.probe else "-",
+                "state": (rec.state if rec else AgentState.UNKNOWN).value,
+                "since": rec.since.isoformat(timespec="seconds") if rec and rec.since else None,
+                "failures": rec.failures if rec else 0,
+                "latency_ms": round(rec.latency_ms, 1) if rec and rec.latency_ms is not None else None,
+                "reason": rec.reason if rec else "not checked yet",
+            }
+        )
+    return rows

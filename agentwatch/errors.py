@@ -1,0 +1,64 @@
+"""The one exception tree of agentwatch.
+
+    AgentwatchError
+    ├── RegistryError        a registry file that cannot be used; carries every problem found
+    ├── StoreError           the state store cannot be reached or written
+    │   └── StoreConflict    a compare-and-swap write lost to another writer
+    └── EngineUnavailable    the Docker engine (or another backend) cannot be reached
+
+A probe never raises for a failed target: it returns a ProbeResult. These exceptions are for
+bad configuration, unreachable infrastructure and bugs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AgentwatchError",
+    "EngineUnavailable",
+    "Problem",
+    "RegistryError",
+    "StoreConflict",
+    "StoreError",
+]
+
+
+class AgentwatchError(Exception):
+    """Base class of every error agentwatch raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a registry: where (agent id and field path) and what."""
+
+    agent: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"agent {self.agent!r}" if self.agent else "registry"
+        field = f" field {self.field!r}" if self.field else ""
+        return f"{where}{field}: {self.message}"
+
+
+class RegistryError(AgentwatchError):
+    """A registry file was rejected whole. `problems` names every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class StoreError(AgentwatchError):
+    """The state store cannot be reached or written."""
+
+
+class StoreConflict(StoreError):
+    """A compare-and-swap write found the row changed by another writer."""
+
+
+class EngineUnavailable(AgentwatchError):
+    """A backend engine (the Docker engine) cannot be reached; never an agent failure."""

@@ -1,0 +1,87 @@
+"""Every agentwatch setting in one place: environment variables `AGENTWATCH_*`, each with a default."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .durations import Duration
+
+__all__ = ["Settings", "default_data_dir", "get_settings"]
+
+
+def default_data_dir() -> Path:
+    """The user's data dir for agentwatch (XDG_DATA_HOME, else ~/.local/share)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "agentwatch"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings. Secrets never live here in clear: only names of env vars or Secret blocks."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTWATCH_", extra="ignore")
+
+    database_url: str = Field(
+        default="",
+        description="state store URL: sqlite:///path/state.db or postgresql://...; empty = a SQLite file "
+        "under the user's data dir",
+    )
+    batch_size: int = Field(
+        default=200, ge=1, le=10_000, description="agents per probe task (one Prefect task run per batch)"
+    )
+    probe_concurrency: int = Field(
+        default=500, ge=1, le=20_000, description="probes in flight at once across the whole cycle"
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=0, le=16 * 1024 * 1024, description="cap on an HTTP probe's body read"
+    )
+    artifact_concurrency: int = Field(
+        default=20, ge=1, le=500, description="per-agent artifacts written to the Prefect API at once"
+    )
+    docker_host: str | None = Field(
+        default=None, description="Docker engine URL; unset = DOCKER_HOST or the local socket"
+    )
+    docker_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds one Docker engine API call may take (stop adds its timeout)"
+    )
+    docker_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Docker engine calls in flight at once (inspect, stop, restart)"
+    )
+    docker_labels: bool = Field(
+        default=True, description="register containers labelled agentwatch.agent=<id> at each monitor run"
+    )
+    docker_stop_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="grace between SIGTERM and SIGKILL when reconcile stops a container"
+    )
+    restart_max: int = Field(default=3, ge=0, le=1000, description="container restarts allowed per restart window")
+    restart_window: Duration = Field(default=timedelta(minutes=10), description="the restart budget's sliding window")
+    restart_backoff: Duration = Field(
+        default=timedelta(seconds=10), description="wait after a restart before the next; doubles per restart"
+    )
+    restart_backoff_max: Duration = Field(default=timedelta(minutes=5), description="cap of the restart backoff")
+    restart_reset_after: Duration = Field(
+        default=timedelta(minutes=2), description="healthy uptime after which a container's restart budget resets"
+    )
+    shutdown_leave_running: bool = Field(
+        default=False, description="shutdown stops nothing and records that (AGENTWATCH_SHUTDOWN_LEAVE_RUNNING)"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = default_data_dir() / "state.db"
+        return f"sqlite:///{path}"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now (cheap; tests change the environment)."""
+    return Settings()

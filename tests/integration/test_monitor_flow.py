@@ -1,0 +1,135 @@
+"""The monitor flow against a real Prefect test server, real HTTP agents on 127.0.0.1 and a real
+SQLite state store: transitions become events and keyed artifact versions, and two overlapping
+runs never record one transition twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentwatch.demo import AgentServer, fleet_registry, serve_in_thread
+from agentwatch.models import AgentState
+from agentwatch.settings import get_settings
+from agentwatch.store import StateStore
+from flows.monitor import monitor_fleet
+
+from .prefect_reads import artifact_versions, read_events, wait_for_events
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agents() -> Iterator[AgentServer]:
+    with serve_in_thread(slow_delay=0.5) as server:
+        yield server
+
+
+def write_registry(path: Path, registry: dict) -> str:
+    path.write_text(yaml.safe_dump(registry))
+    return str(path)
+
+
+async def test_transitions_become_events_and_artifacts(
+    prefect_server: str, state_db: str, agents: AgentServer, tmp_path: Path
+) -> None:
+    registry = write_registry(
+        tmp_path / "fleet.yaml",
+        fleet_registry(agents, ["ok-web", "fail-api"], dead=1, failure_threshold=2, timeout="1s"),
+    )
+    started = datetime.now(UTC)
+
+    first = {row["id"]: row for row in await monitor_fleet(registry)}
+    assert first["ok-web"]["state"] == "healthy"
+    assert first["fail-api"]["state"] == "degraded"
+    assert first["down-0"]["state"] == "degraded"
+    assert "connection refused" in first["down-0"]["reason"]
+
+    second = {row["id"]: row for row in await monitor_fleet(registry)}
+    assert second["ok-web"]["state"] == "healthy"
+    assert second["down-0"]["state"] == "unhealthy"
+    assert second["down-0"]["reason"].startswith("unreachable after 2 consecutive health checks: connection refused")
+    assert second["fail-api"]["reason"].startswith("unreachable after 2 consecutive health checks: HTTP 500")
+
+    # The store holds exactly the transitions that happened: no more, no less.
+    async with StateStore(get_settings().resolved_database_url()) as store:
+        history = await store.history("down-0")
+    assert [(t.from_state, t.to_state) for t in reversed(history)] == [
+        (AgentState.UNKNOWN, AgentState.DEGRADED),
+        (AgentState.DEGRADED, AgentState.UNHEALTHY),
+    ]
+
+    # The events, read back through the Prefect client.
+    resource = "agentwatch.agent.down-0"
+    events = await wait_for_events("agentwatch.agent.", [resource], since=started, until=lambda evs: len(evs) >= 2)
+    assert [e.event for e in events] == ["agentwatch.agent.degraded", "agentwatch.agent.unhealthy"]
+    down = events[-1]
+    assert down.resource.id == resource
+    assert down.resource.get("agentwatch.label.kind") == "down"
+    assert down.payload["from"] == "degraded"
+    assert down.payload["to"] == "unhealthy"
+    assert down.payload["failures"] == 2
+    assert "unreachable after 2 consecutive health checks" in down.payload["reason"]
+    assert datetime.fromisoformat(down.payload["since"]) >= started
+    # The healthy agent changed state once (unknown -> healthy) and only once.
+    healthy = await read_events("agentwatch.agent.", ["agentwatch.agent.ok-web"], since=started)
+    assert [e.event for e in healthy] == ["agentwatch.agent.healthy"]
+
+    # The keyed artifact: one version per transition, the newest says what changed and why.
+    versions = await artifact_versions("agent-down-0")
+    assert len(versions) == 2
+    assert "degraded → unhealthy" in versions[-1].data
+    assert "unreachable after 2 consecutive health checks" in versions[-1].data
+    assert len(await artifact_versions("agent-ok-web")) == 1
+
+    # One fleet table per run.
+    assert len(await artifact_versions("agentwatch-fleet")) >= 2
+
+
+def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, state_db: str, tmp_path: Path) -> None:
+    # Two monitor processes at once, as two workers would run them. Slow agents keep both runs
+    # probing after both have read the store and before either commits.
+    with serve_in_thread(slow_delay=4.0) as agents:
+        names = [f"slow-{i}" for i in range(5)]
+        registry = write_registry(tmp_path / "fleet.yaml", fleet_registry(agents, names, dead=2, timeout="8s"))
+        env = {**os.environ, "PREFECT_API_URL": prefect_server, "AGENTWATCH_DATABASE_URL": state_db}
+        code = "import asyncio, sys; from flows.monitor import monitor_fleet; asyncio.run(monitor_fleet(sys.argv[1]))"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, registry], env=env, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        try:
+            logs = [p.communicate(timeout=120)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], logs
+    # Both runs probed every agent; the loser of the race says so instead of recording twice.
+    assert all("Probing 7 of 7 agents" in log for log in logs), logs
+    assert sum("updated by an overlapping run" in log for log in logs) == 1, logs
+
+    async def read_store() -> tuple[list, dict]:
+        async with StateStore(state_db) as store:
+            return await store.history(limit=1000), await store.load()
+
+    history, records = asyncio.run(read_store())
+    keys = [(t.agent_id, t.from_state, t.to_state) for t in history]
+    assert len(keys) == len(set(keys)) == 7, keys
+    assert {r.version for r in records.values()} == {1}
+
+    events = asyncio.run(
+        wait_for_events(
+            "agentwatch.agent.",
+            [f"agentwatch.agent.{n}" for n in [*names, "down-0", "down-1"]],
+            until=lambda evs: len(evs) >= 7,
+            timeout=20,
+        )
+    )
+    assert len(events) == 7
