@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Other modules add their subcommands here (Docker, heartbeat, alerts) without touching main().
 PARSER_EXTENSIONS: list[Callable[[Any], None]] = []
 
+from . import cli_alerts, cli_docker, cli_heartbeat  # noqa: E402, F401 - after COMMANDS/PARSER_EXTENSIONS, which they extend
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -109,4 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m agentwatch.cli`: run the package's module, where the extensions registered their
+    # commands, not this __main__ copy of it.
+    from agentwatch.cli import main as package_main
+
+    sys.exit(package_main())

@@ -2,6 +2,7 @@
 
     AgentwatchError
     ├── RegistryError        a registry file that cannot be used; carries every problem found
+    ├── UnknownAgent         an operator named an agent the registry does not have
     ├── StoreError           the state store cannot be reached or written
     │   └── StoreConflict    a compare-and-swap write lost to another writer
     └── EngineUnavailable    the Docker engine (or another backend) cannot be reached
@@ -21,6 +22,7 @@ __all__ = [
     "RegistryError",
     "StoreConflict",
     "StoreError",
+    "UnknownAgent",
 ]
 
 
@@ -50,6 +52,16 @@ class RegistryError(AgentwatchError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class UnknownAgent(AgentwatchError):
+    """An operator command named an agent id that is not in the registry."""
+
+    def __init__(self, agent_id: str, source: str, known: list[str]) -> None:
+        self.agent_id = agent_id
+        more = ", ..." if len(known) > 10 else ""
+        hint = f" (known: {', '.join(known[:10])}{more})" if known else " (it has no agents)"
+        super().__init__(f"no agent {agent_id!r} in {source}{hint}")
 
 
 class StoreError(AgentwatchError):

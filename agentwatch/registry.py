@@ -16,8 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .alerts.config import AlertsConfig
 from .durations import Duration
 from .errors import Problem, RegistryError
+from .references import reference_problems
 
 __all__ = [
     "AgentSpec",
@@ -184,6 +186,9 @@ class AgentSpec(_PolicyOverrides):
     probe: ProbeSpec | None = None
     policy: Policy = Field(default_factory=lambda: Policy(), exclude=True)
     source: Literal["registry", "docker"] = "registry"
+    depends_on: list[str] = Field(
+        default_factory=list, description="agent ids this agent needs; while one is down, this agent's alerts wait"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -232,6 +237,7 @@ class Registry(_Strict):
 
     defaults: _PolicyOverrides = Field(default_factory=lambda: _PolicyOverrides())
     agents: list[AgentSpec] = Field(default_factory=list)
+    alerts: AlertsConfig | None = None
 
     @field_validator("defaults", "agents", mode="before")
     @classmethod
@@ -309,6 +315,8 @@ def validate_registry(raw: dict[str, Any], source: str = "<registry>") -> Regist
         registry = Registry.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_problems_from(exc, ids))
+    if registry is not None:
+        problems.extend(reference_problems(registry))
     if problems or registry is None:
         raise RegistryError(source, problems)
     return registry

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     artifact_concurrency: int = Field(
         default=20, ge=1, le=500, description="per-agent artifacts written to the Prefect API at once"
     )
+    heartbeat_max_body_bytes: int = Field(
+        default=10 * 1024, ge=0, le=1024 * 1024, description="largest ping body the heartbeat server accepts (413)"
+    )
+    heartbeat_rate: float = Field(
+        default=1.0, ge=0, le=10_000, description="pings per second allowed per agent on average; 0 = no limit (429)"
+    )
+    heartbeat_burst: int = Field(default=5, ge=1, le=10_000, description="pings per agent allowed in a burst")
+    heartbeat_flush_interval: float = Field(
+        default=0.5, gt=0, le=60, description="seconds between the heartbeat server's batched store writes"
+    )
+    heartbeat_event_interval: float = Field(
+        default=10.0, ge=0, le=3600, description="seconds between the heartbeat server's batch events to Prefect"
+    )
     docker_host: str | None = Field(
         default=None, description="Docker engine URL; unset = DOCKER_HOST or the local socket"
     )
@@ -49,10 +62,15 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="seconds one Docker engine API call may take (stop adds its timeout)"
     )
     docker_concurrency: int = Field(
-        default=16, ge=1, le=256, description="Docker engine calls in flight at once (inspect, stop, restart)"
+        default=32, ge=1, le=256, description="Docker engine calls in flight at once (inspect, stop, restart)"
     )
     docker_labels: bool = Field(
         default=True, description="register containers labelled agentwatch.agent=<id> at each monitor run"
+    )
+    docker_scope: str | None = Field(
+        default=None,
+        description="a label (key or key=value) every container agentwatch lists must also carry, so several "
+        "fleets (or a test run) can share one engine without touching each other's containers",
     )
     docker_stop_timeout: Duration = Field(
         default=timedelta(seconds=10), description="grace between SIGTERM and SIGKILL when reconcile stops a container"
@@ -68,6 +86,11 @@ class Settings(BaseSettings):
     )
     shutdown_leave_running: bool = Field(
         default=False, description="shutdown stops nothing and records that (AGENTWATCH_SHUTDOWN_LEAVE_RUNNING)"
+    )
+    reconcile_in_monitor: bool = Field(
+        default=True,
+        description="the monitor reconciles Docker agents that went down as a sub-flow; false leaves it to the "
+        "'restart failed docker agents' automation (agentwatch bootstrap), which also retries no deferred restart",
     )
 
     @field_validator("database_url")

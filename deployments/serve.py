@@ -17,6 +17,9 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 
 from agentwatch.registry import load_registry
 from flows.monitor import monitor_fleet
+from flows.operator import pause_deployment, resume_deployment, status_deployment
+from flows.reconcile import reconcile_deployment
+from flows.shutdown import shutdown_deployment
 
 MONITOR_CONCURRENCY = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
@@ -36,6 +39,8 @@ def monitor_deployment(registry: str, interval: float):
 # Other modules append factories here (reconcile, shutdown, operator flows): each takes
 # (registry path) and returns a deployment.
 EXTRA_DEPLOYMENTS: list = []
+EXTRA_DEPLOYMENTS.extend([reconcile_deployment, shutdown_deployment])
+EXTRA_DEPLOYMENTS.extend([pause_deployment, resume_deployment, status_deployment])
 
 
 def build_deployments(registry: str, interval: float) -> list:

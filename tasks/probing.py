@@ -9,10 +9,14 @@ from prefect.cache_policies import NONE
 
 from agentwatch.models import ProbeResult
 from agentwatch.probes import probe_many
+from agentwatch.probes.heartbeat import BeatSnapshot
 from agentwatch.registry import AgentSpec
 
 
 @task(name="probe-batch", cache_policy=NONE, retries=0, task_run_name="probe-batch-{label}")
-async def probe_batch(agents: list[AgentSpec], concurrency: int, max_body_bytes: int, label: str = "") -> list[ProbeResult]:
-    """Probe a batch of agents concurrently; a failed target is a result, never an exception."""
-    return await probe_many(agents, concurrency=concurrency, max_body_bytes=max_body_bytes)
+async def probe_batch(
+    agents: list[AgentSpec], concurrency: int, max_body_bytes: int, label: str = "", beats: BeatSnapshot | None = None
+) -> list[ProbeResult]:
+    """Probe a batch of agents concurrently; a failed target is a result, never an exception.
+    `beats` are what heartbeat agents are judged by (read once per cycle by the monitor)."""
+    return await probe_many(agents, concurrency=concurrency, max_body_bytes=max_body_bytes, beats=beats)

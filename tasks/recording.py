@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
 from agentwatch.cycle import FleetRow
+from agentwatch.docker.labels import is_docker_agent
 from agentwatch.models import Transition
 from agentwatch.registry import AgentSpec, Registry
 from agentwatch.render import fleet_summary, transition_markdown
@@ -26,6 +27,9 @@ def agent_resource(agent_id: str, agent: AgentSpec | None) -> dict[str, str]:
         resource["prefect.resource.name"] = agent.display_name
         for key, value in agent.labels.items():
             resource[f"agentwatch.label.{key}"] = value
+        if is_docker_agent(agent):
+            # What the reconcile automation matches: only container-backed agents can be restarted.
+            resource["agentwatch.backend"] = "docker"
     return resource
 
 

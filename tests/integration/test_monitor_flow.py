@@ -96,6 +96,7 @@ async def test_transitions_become_events_and_artifacts(
 def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, state_db: str, tmp_path: Path) -> None:
     # Two monitor processes at once, as two workers would run them. Slow agents keep both runs
     # probing after both have read the store and before either commits.
+    started = datetime.now(UTC)
     with serve_in_thread(slow_delay=4.0) as agents:
         names = [f"slow-{i}" for i in range(5)]
         registry = write_registry(tmp_path / "fleet.yaml", fleet_registry(agents, names, dead=2, timeout="8s"))
@@ -128,6 +129,7 @@ def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, st
         wait_for_events(
             "agentwatch.agent.",
             [f"agentwatch.agent.{n}" for n in [*names, "down-0", "down-1"]],
+            since=started,
             until=lambda evs: len(evs) >= 7,
             timeout=20,
         )

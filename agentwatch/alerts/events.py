@@ -1,0 +1,106 @@
+"""Alert events: what the monitor emits for automations to forward, one per route.
+
+State events (`agentwatch.agent.<state>`) record every transition. Alert events are separate and
+rarer; each names one route in its resource (`agentwatch.route`), so one automation per route
+forwards them to that route's chat:
+
+| event | resource | when |
+|---|---|---|
+| `agentwatch.alert.down` / `.reminder` / `.resolved` | `agentwatch.agent.<id>` | one agent |
+| `agentwatch.fleet.degraded` / `.reminder` / `.recovered` | `agentwatch.fleet` | more than `group_threshold` agents of one kind, for one route, in one cycle |
+
+The payload carries the message (`headline`, `text`) and its fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .incidents import Alert, AlertKind
+from .messages import MAX_NAMES, agent_message, clean, fleet_message
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+__all__ = ["AGENT_EVENTS", "FLEET_EVENTS", "AlertEvent", "alert_events"]
+
+AGENT_EVENTS = {
+    AlertKind.DOWN: "agentwatch.alert.down",
+    AlertKind.REMINDER: "agentwatch.alert.reminder",
+    AlertKind.RESOLVED: "agentwatch.alert.resolved",
+}
+FLEET_EVENTS = {
+    AlertKind.DOWN: "agentwatch.fleet.degraded",
+    AlertKind.REMINDER: "agentwatch.fleet.reminder",
+    AlertKind.RESOLVED: "agentwatch.fleet.recovered",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One event to emit. `agent_id` None: a fleet summary."""
+
+    event: str
+    route: str
+    agent_id: str | None
+    payload: dict[str, Any]
+
+
+def alert_events(
+    alerts: Sequence[Alert], registry: Registry, now: datetime, run_url: str | None = None
+) -> list[AlertEvent]:
+    """One event per (alert, route); where more than `group_threshold` alerts of one kind go to one
+    route, one summary event for that route instead."""
+    threshold = registry.alerts.group_threshold if registry.alerts else 5
+    groups: dict[tuple[str, AlertKind], list[Alert]] = {}
+    for alert in alerts:
+        for route in alert.routes:
+            groups.setdefault((route, alert.kind), []).append(alert)
+    events: list[AlertEvent] = []
+    for (route, kind), group in groups.items():
+        if len(group) > threshold:
+            events.append(_fleet_event(route, kind, group, now, run_url))
+        else:
+            events.extend(_agent_event(route, a, registry, now, run_url) for a in group)
+    return events
+
+
+def _agent_event(route: str, alert: Alert, registry: Registry, now: datetime, run_url: str | None) -> AlertEvent:
+    agent = registry.get(alert.agent_id)
+    headline, text = agent_message(alert, agent, now, run_url)
+    payload: dict[str, Any] = {
+        "kind": alert.kind.value,
+        "route": route,
+        "agent": alert.agent_id,
+        "name": agent.display_name if agent else alert.agent_id,
+        "state": alert.state.value,
+        "reason": clean(alert.reason),
+        "since": alert.since.isoformat(),
+        "dependants": [d for d, _ in alert.dependants],
+        "run_url": run_url,
+        "headline": headline,
+        "text": text,
+    }
+    return AlertEvent(AGENT_EVENTS[alert.kind], route, alert.agent_id, payload)
+
+
+def _fleet_event(route: str, kind: AlertKind, group: list[Alert], now: datetime, run_url: str | None) -> AlertEvent:
+    headline, text = fleet_message(kind, group, now, run_url)
+    states: dict[str, int] = {}
+    for alert in group:
+        states[alert.state.value] = states.get(alert.state.value, 0) + 1
+    payload: dict[str, Any] = {
+        "kind": kind.value,
+        "route": route,
+        "count": len(group),
+        "states": states,
+        "agents": [a.agent_id for a in group[:MAX_NAMES]],
+        "more": max(0, len(group) - MAX_NAMES),
+        "run_url": run_url,
+        "headline": headline,
+        "text": text,
+    }
+    return AlertEvent(FLEET_EVENTS[kind], route, None, payload)

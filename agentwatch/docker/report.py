@@ -1,0 +1,58 @@
+"""Markdown for people: a reconcile plan or what it did, and a shutdown summary (Prefect artifacts)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["reconcile_markdown", "shutdown_markdown"]
+
+_ICON = {
+    "record": "📝",
+    "start": "▶️",
+    "restart": "🔁",
+    "remove": "🗑️",
+    "defer": "⏳",
+    "exhausted": "⛔",
+    "reset": "♻️",
+    "leave": "▫️",
+}
+
+
+def _cell(value: Any) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")[:300]
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def reconcile_markdown(rows: Sequence[Mapping[str, Any]], *, dry_run: bool, settings: Mapping[str, Any]) -> str:
+    """The plan of a dry run, or the actions of a real run with their outcomes."""
+    counts = Counter(str(row["action"]) for row in rows)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing to do"
+    title = "Reconcile plan (dry run: nothing was changed)" if dry_run else "Reconcile actions"
+    lines = [f"## {title}", "", f"**{summary}**", ""]
+    lines += [f"- {k}: `{v}`" for k, v in settings.items()]
+    lines.append("")
+    shown = [{**row, "action": f"{_ICON.get(str(row['action']), '')} {row['action']}"} for row in rows]
+    columns = ["action", "agent", "container", "state", "reason"] + ([] if dry_run else ["outcome"])
+    lines += _table(shown, columns) if rows else ["No container needs anything."]
+    return "\n".join(lines) + "\n"
+
+
+def shutdown_markdown(rows: Sequence[Mapping[str, Any]], *, leave_running: bool, stop_timeout: str) -> str:
+    """What shutdown stopped (or, with leave_running, left running)."""
+    counts = Counter(str(row["outcome"]) for row in rows)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no managed containers"
+    if leave_running:
+        head = "## Shutdown: leave_running is set, no container was stopped"
+    else:
+        head = f"## Shutdown: SIGTERM, then SIGKILL after {stop_timeout}"
+    lines = [head, "", f"**{summary}**", ""]
+    lines += _table(rows, ["agent", "container", "status", "outcome", "reason"]) if rows else []
+    return "\n".join(lines) + "\n"

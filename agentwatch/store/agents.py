@@ -1,0 +1,141 @@
+"""Agent records and the transition log, written with compare-and-swap on a per-agent version so
+two overlapping monitor runs never record the same transition twice: the run that loses the race
+records nothing for that agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..models import AgentRecord, AgentState, Transition
+from .base import StoreBase, column_value, drop_except, insert_ignore, rows_for, utc
+from .schema import agent_state, transitions
+
+__all__ = ["AgentsTable", "CommitResult"]
+
+_RECORD_FIELDS = (
+    "state",
+    "since",
+    "reason",
+    "failures",
+    "successes",
+    "first_seen",
+    "last_checked",
+    "next_check",
+    "latency_ms",
+    "paused",
+    "paused_until",
+    "sticky",
+)
+
+
+@dataclass
+class CommitResult:
+    """What a commit wrote: records saved (with their new versions), transitions recorded, and the
+    ids that lost a compare-and-swap race (nothing written for them)."""
+
+    saved: list[AgentRecord] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+
+class AgentsTable(StoreBase):
+    async def load(self, agent_ids: Iterable[str] | None = None) -> dict[str, AgentRecord]:
+        """Current records, by agent id (all of them, or those asked for)."""
+        ids = list(agent_ids) if agent_ids is not None else None
+        return await self._run(lambda conn: {r.agent_id: _record(r) for r in rows_for(conn, agent_state, ids)})
+
+    async def commit(
+        self, changes: Sequence[tuple[AgentRecord, Transition | None]], run_id: str | None = None
+    ) -> CommitResult:
+        """Write new records with compare-and-swap on the version each was read at (0 = new).
+
+        A record whose row changed since it was read is a conflict: neither it nor its transition
+        is written. Everything else lands in one database transaction.
+        """
+        now = datetime.now(UTC)
+
+        def write(conn: Connection) -> CommitResult:
+            out = CommitResult()
+            for record, transition in changes:
+                values = {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
+                values.update(version=record.version + 1, updated_at=now)
+                if record.version == 0:
+                    stmt = insert_ignore(conn, agent_state, {"agent_id": record.agent_id, **values})
+                else:
+                    stmt = (
+                        agent_state.update()
+                        .where(agent_state.c.agent_id == record.agent_id, agent_state.c.version == record.version)
+                        .values(**values)
+                    )
+                if conn.execute(stmt).rowcount != 1:
+                    out.conflicts.append(record.agent_id)
+                    continue
+                saved = record.evolve(version=record.version + 1)
+                out.saved.append(saved)
+                if transition is not None:
+                    conn.execute(
+                        transitions.insert().values(
+                            agent_id=transition.agent_id,
+                            seq=saved.version,
+                            from_state=transition.from_state.value,
+                            to_state=transition.to_state.value,
+                            reason=transition.reason,
+                            failures=transition.failures,
+                            at=column_value(transition.at),
+                            run_id=run_id,
+                        )
+                    )
+                    out.transitions.append(transition)
+            return out
+
+        return await self._run(write, begin=True)
+
+    async def drop_missing(self, keep: Iterable[str]) -> list[str]:
+        """Forget the records (counters, backoff) of agents no longer in the fleet; history stays."""
+        return await self._run(lambda conn: drop_except(conn, agent_state, keep), begin=True)
+
+    async def history(self, agent_id: str | None = None, limit: int = 100) -> list[Transition]:
+        """The newest transitions first (of one agent, or of the fleet)."""
+
+        def read(conn: Connection) -> list[Transition]:
+            query = sa.select(transitions).order_by(transitions.c.id.desc()).limit(limit)
+            if agent_id is not None:
+                query = query.where(transitions.c.agent_id == agent_id)
+            return [
+                Transition(
+                    agent_id=r.agent_id,
+                    from_state=AgentState(r.from_state),
+                    to_state=AgentState(r.to_state),
+                    reason=r.reason,
+                    failures=r.failures,
+                    at=utc(r.at) or r.at,
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self._run(read)
+
+
+def _record(row: Any) -> AgentRecord:
+    return AgentRecord(
+        agent_id=row.agent_id,
+        state=AgentState(row.state),
+        since=utc(row.since),
+        reason=row.reason or "",
+        failures=row.failures,
+        successes=row.successes,
+        first_seen=utc(row.first_seen),
+        last_checked=utc(row.last_checked),
+        next_check=utc(row.next_check),
+        latency_ms=row.latency_ms,
+        paused=bool(row.paused),
+        paused_until=utc(row.paused_until),
+        sticky=bool(row.sticky),
+        version=row.version,
+    )

@@ -1,0 +1,166 @@
+"""The engine, the one way statements run (`_run`: a sync function in the driver's thread, errors
+translated to StoreError), schema creation, and the helpers every table's code shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..errors import StoreError
+from .schema import metadata
+
+__all__ = ["StoreBase", "async_url", "column_value", "drop_except", "insert_ignore", "rows_for", "utc"]
+
+T = TypeVar("T")
+
+
+def async_url(url: str) -> str:
+    """Map a plain database URL onto the async driver agentwatch ships with."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
+    for prefix in ("postgresql:", "postgres:"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg:" + url.removeprefix(prefix)
+    return url
+
+
+def redacted(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+class StoreBase:
+    """Owns the engine. Table-specific methods live in the mixins composed into StateStore."""
+
+    def __init__(self, url: str) -> None:
+        self.url = async_url(url)
+        self._ready = False
+        try:
+            parsed = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"not a database URL: {url!r}") from exc
+        kwargs: dict[str, Any] = {}
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                folder = Path(parsed.database).expanduser().parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"state store {redacted(self.url)}: cannot create {folder}: {exc}") from exc
+            kwargs["connect_args"] = {"timeout": 30}
+        try:
+            self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"unsupported database URL {redacted(self.url)}: {exc}") from exc
+        if sqlite:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def __aenter__(self: T) -> T:
+        await self.ensure_schema()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ensure_schema(self) -> None:
+        """Create the tables when they are missing (idempotent; also done on first use)."""
+        await self._run(None)
+
+    async def _run(self, fn: Callable[[Connection], Any] | None, begin: bool = False) -> Any:
+        """Run `fn(sync_connection)` in the driver's thread: one hop for many statements."""
+        try:
+            if not self._ready:
+                await self._create_schema()
+            if fn is None:
+                return None
+            ctx = self.engine.begin() if begin else self.engine.connect()
+            async with ctx as conn:
+                return await conn.run_sync(fn)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"state store {redacted(self.url)}: {exc.__class__.__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"state store {redacted(self.url)} unreachable: {exc}") from exc
+
+    async def _create_schema(self) -> None:
+        for attempt in range(1, 6):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                break
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                # Another process is creating the same tables (between our check and our CREATE):
+                # give it a moment and look again; create_all skips what exists.
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        self._ready = True
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the heartbeat server read and write while a monitor run commits.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def rows_for(conn: Connection, table: sa.Table, ids: Iterable[str] | None) -> list[Any]:
+    """Every row of `table`, or those of the agent ids given (in chunks: IN lists have limits)."""
+    query = sa.select(table)
+    if ids is None:
+        return list(conn.execute(query))
+    wanted = list(ids)
+    rows: list[Any] = []
+    for start in range(0, len(wanted), 500):
+        rows.extend(conn.execute(query.where(table.c.agent_id.in_(wanted[start : start + 500]))))
+    return rows
+
+
+def drop_except(conn: Connection, table: sa.Table, keep: Iterable[str]) -> list[str]:
+    """Delete the rows of agents not in `keep` (they left the fleet); return their ids."""
+    keep_set = set(keep)
+    gone = [r.agent_id for r in conn.execute(sa.select(table.c.agent_id)) if r.agent_id not in keep_set]
+    for start in range(0, len(gone), 500):
+        conn.execute(table.delete().where(table.c.agent_id.in_(gone[start : start + 500])))
+    return gone
+
+
+def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> Any:
+    """INSERT that does nothing (rowcount 0) when the agent's row exists: the CAS of a new row."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["agent_id"])
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["agent_id"])
+    return table.insert().values(**values)
+
+
+def column_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        # SQLite keeps no offset: store every instant as UTC so it reads back as the same instant.
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value
+
+
+def utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything agentwatch stores is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,74 @@
+"""Alert incidents: written only by the monitor's alert step, one row per agent that is down and
+not yet healthy again. Compare-and-swap on `version` makes two overlapping runs alert once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..alerts.incidents import Incident, IncidentChange
+from ..models import AgentState
+from .base import StoreBase, column_value, drop_except, insert_ignore, utc
+from .schema import alert_incidents
+
+__all__ = ["IncidentsTable"]
+
+
+class IncidentsTable(StoreBase):
+    async def load_incidents(self) -> dict[str, Incident]:
+        """Open alert incidents by agent id (see agentwatch.alerts.incidents)."""
+        return await self._run(
+            lambda conn: {r.agent_id: _incident(r) for r in conn.execute(sa.select(alert_incidents))}
+        )
+
+    async def save_incidents(self, changes: Sequence[IncidentChange]) -> list[str]:
+        """Apply incident changes with compare-and-swap on the version each was read at (0 = new),
+        in one transaction. Returns the agent ids written; the others lost to another writer."""
+        now = datetime.now(UTC)
+
+        def write(conn: Connection) -> list[str]:
+            won = []
+            for change in changes:
+                where = (alert_incidents.c.agent_id == change.agent_id, alert_incidents.c.version == change.version)
+                if change.after is None:
+                    stmt: Any = alert_incidents.delete().where(*where)
+                else:
+                    inc = change.after
+                    values = {
+                        "opened_at": column_value(inc.opened_at),
+                        "state": inc.state.value,
+                        "reason": inc.reason,
+                        "notified_at": column_value(inc.notified_at),
+                        "reminders": inc.reminders,
+                        "version": change.version + 1,
+                        "updated_at": now,
+                    }
+                    if change.version == 0:
+                        stmt = insert_ignore(conn, alert_incidents, {"agent_id": change.agent_id, **values})
+                    else:
+                        stmt = alert_incidents.update().where(*where).values(**values)
+                if conn.execute(stmt).rowcount == 1:
+                    won.append(change.agent_id)
+            return won
+
+        return await self._run(write, begin=True)
+
+    async def drop_missing_incidents(self, keep: Iterable[str]) -> list[str]:
+        """Forget the incidents of agents whose record is gone (they left the fleet)."""
+        return await self._run(lambda conn: drop_except(conn, alert_incidents, keep), begin=True)
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        agent_id=row.agent_id,
+        opened_at=utc(row.opened_at) or row.opened_at,
+        state=AgentState(row.state),
+        reason=row.reason or "",
+        notified_at=utc(row.notified_at),
+        reminders=row.reminders,
+        version=row.version,
+    )

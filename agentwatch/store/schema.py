@@ -1,0 +1,93 @@
+"""The state store's tables. One table per concern, each written by one part of agentwatch:
+agent_state and transitions by whoever changes an agent's state (monitor, reconcile, operator
+flows), heartbeats by the heartbeat server, restart_budget by reconcile, alert_incidents by the
+monitor's alert step."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["TZ", "agent_state", "alert_incidents", "heartbeats", "metadata", "restart_budget", "transitions"]
+
+metadata = sa.MetaData()
+TZ = sa.DateTime(timezone=True)
+
+agent_state = sa.Table(
+    "agent_state",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("since", TZ),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("successes", sa.Integer, nullable=False, default=0),
+    sa.Column("first_seen", TZ),
+    sa.Column("last_checked", TZ),
+    sa.Column("next_check", TZ),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("paused_until", TZ),
+    sa.Column("sticky", sa.Boolean, nullable=False, default=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+transitions = sa.Table(
+    "transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agent_id", sa.String(63), nullable=False, index=True),
+    # The record version the transition produced. Not unique: an agent that leaves the registry
+    # and comes back starts counting again, and its old history stays. Compare-and-swap on
+    # agent_state, in the same database transaction, is what keeps a transition from being
+    # recorded twice.
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("at", TZ, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+)
+
+# Written only by the heartbeat server, so the monitor's compare-and-swap writes to `agent_state`
+# never race with a beat (see agentwatch.heartbeat.beats for the merge rules).
+heartbeats = sa.Table(
+    "heartbeats",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("last_beat_at", TZ),
+    sa.Column("last_start_at", TZ),
+    sa.Column("last_fail_at", TZ),
+    sa.Column("last_exit_code", sa.Integer),
+    sa.Column("beats", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+# Written only by reconcile: one row per agent whose container it restarted (or refused to).
+# Compare-and-swap on `version` makes two overlapping reconcile runs restart a container once.
+restart_budget = sa.Table(
+    "restart_budget",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("restarts", sa.Text, nullable=False, default="[]"),  # JSON list of ISO times
+    sa.Column("exhausted_at", TZ),
+    sa.Column("retry_at", TZ),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+# Written only by the monitor's alert step: one row per agent with an open incident (down, not yet
+# healthy again). Compare-and-swap on `version` makes two overlapping runs alert once.
+alert_incidents = sa.Table(
+    "alert_incidents",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("opened_at", TZ, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("notified_at", TZ),
+    sa.Column("reminders", sa.Integer, nullable=False, default=0),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)

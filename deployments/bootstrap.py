@@ -1,0 +1,213 @@
+"""`agentwatch bootstrap REGISTRY`: put agentwatch on the Prefect server in PREFECT_API_URL, idempotently.
+
+1. Deployments: the same ones `python -m deployments.serve` serves (monitor, reconcile, shutdown),
+   registered with `RunnerDeployment.apply()`: no work pool (a serve process runs them), or a work
+   pool with `--work-pool` (a worker runs them). `--no-deployments` leaves deployments alone
+   (e.g. after `prefect deploy --all`) and only looks up `reconcile`.
+2. Notification blocks: one per route (deployments/notifications.py).
+3. Automations: deployments/automations.py. Those tagged `agentwatch` with an agentwatch name that
+   the registry no longer asks for (a removed route) are deleted, as are their blocks.
+
+Each object is compared with what the server has: created, updated, removed or unchanged. A second
+run with the same registry changes nothing and says so. No URL or secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.events import AutomationCore
+from prefect.exceptions import ObjectNotFound
+
+from agentwatch.registry import Registry, load_registry
+from deployments.automations import TAG, wanted_automations
+from deployments.notifications import block_fingerprint, block_name, resolve_url, route_block
+
+__all__ = ["Change", "bootstrap"]
+
+RECONCILE = "reconcile-fleet/reconcile"
+_OURS = re.compile(r"^agentwatch: [a-z0-9-]+: agent (down|recovered)$")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What bootstrap did to one object: created, updated, removed or unchanged."""
+
+    kind: str  # deployment, block, automation
+    name: str
+    action: str
+
+    def line(self) -> str:
+        return f"{self.kind:<11} {self.name:<48} {self.action}"
+
+
+async def bootstrap(
+    registry_path: str,
+    interval: float = 30.0,
+    work_pool: str | None = None,
+    deployments: bool = True,
+    echo: Callable[[str], None] = print,
+) -> list[Change]:
+    """Create or update everything the registry asks for; print one line per object and a summary."""
+    path = str(Path(registry_path).resolve())
+    registry = load_registry(path)
+    changes: list[Change] = []
+
+    def done(change: Change) -> None:
+        changes.append(change)
+        echo(change.line())
+
+    async with get_client() as client:
+        if deployments:
+            for change in await _apply_deployments(client, path, interval, work_pool):
+                done(change)
+        reconcile_id = await _deployment_id(client, RECONCILE)
+        if reconcile_id is None:
+            echo(f"note: no {RECONCILE} deployment: the Docker reconcile automation is left out")
+        blocks = await _apply_blocks(registry, done)
+        wanted = wanted_automations(registry, blocks, reconcile_id, timedelta(seconds=interval))
+        await _apply_automations(client, wanted, done)
+        await _prune_blocks(client, registry, done)
+    touched = [c for c in changes if c.action != "unchanged"]
+    echo("nothing to change" if not touched else _summary(touched))
+    return changes
+
+
+async def _apply_deployments(client: PrefectClient, path: str, interval: float, pool: str | None) -> list[Change]:
+    from deployments.serve import build_deployments  # imports the flows: only when deployments are wanted
+
+    out = []
+    # `to_deployment` answers a coroutine when called on an event loop: build them off the loop.
+    for deployment in await asyncio.to_thread(build_deployments, path, interval):
+        full = deployment.full_name
+        try:
+            existing = await client.read_deployment_by_name(full)
+        except ObjectNotFound:
+            existing = None
+        if existing is not None and _deployment_fingerprint(existing, pool) == _runner_fingerprint(deployment, pool):
+            out.append(Change("deployment", full, "unchanged"))
+            continue
+        await deployment.aapply(work_pool_name=pool)
+        out.append(Change("deployment", full, "created" if existing is None else "updated"))
+    return out
+
+
+def _runner_fingerprint(deployment: Any, pool: str | None) -> dict[str, Any]:
+    options = deployment.concurrency_options
+    return {
+        "entrypoint": deployment.entrypoint,
+        "path": str(deployment._path) if deployment._path else None,
+        "description": deployment.description,
+        "tags": sorted(deployment.tags),
+        "parameters": deployment.model_dump(mode="json", include={"parameters"})["parameters"],
+        "schedules": sorted(_interval(s.schedule) for s in deployment.schedules or []),
+        "concurrency": (deployment.concurrency_limit, options.collision_strategy.value if options else None),
+        "work_pool": pool,
+    }
+
+
+def _deployment_fingerprint(existing: Any, pool: str | None) -> dict[str, Any]:
+    limit = existing.global_concurrency_limit.limit if existing.global_concurrency_limit else None
+    options = existing.concurrency_options
+    return {
+        "entrypoint": existing.entrypoint,
+        "path": existing.path,
+        "description": existing.description,
+        "tags": sorted(existing.tags),
+        "parameters": existing.parameters,
+        "schedules": sorted(_interval(s.schedule) for s in existing.schedules),
+        "concurrency": (limit, options.collision_strategy.value if options else None),
+        # Without --work-pool an update leaves the server's pool as it is: compare it only when given.
+        "work_pool": existing.work_pool_name if pool else None,
+    }
+
+
+def _interval(schedule: Any) -> float:
+    return float(schedule.interval.total_seconds()) if getattr(schedule, "interval", None) else -1.0
+
+
+async def _deployment_id(client: PrefectClient, name: str) -> UUID | None:
+    try:
+        return (await client.read_deployment_by_name(name)).id
+    except ObjectNotFound:
+        return None
+
+
+async def _apply_blocks(registry: Registry, done: Callable[[Change], None]) -> dict[str, UUID]:
+    ids: dict[str, UUID] = {}
+    for route in registry.alerts.routes if registry.alerts else []:
+        name = block_name(route)
+        wanted = route_block(route, await resolve_url(route))
+        try:
+            existing: CustomWebhookNotificationBlock | None = await CustomWebhookNotificationBlock.aload(name)
+        except ValueError:
+            existing = None
+        if existing is not None and block_fingerprint(existing) == block_fingerprint(wanted):
+            ids[route.name] = existing._block_document_id  # type: ignore[assignment]
+            done(Change("block", name, "unchanged"))
+            continue
+        ids[route.name] = await wanted.asave(name, overwrite=True)
+        done(Change("block", name, "created" if existing is None else "updated"))
+    return ids
+
+
+async def _apply_automations(
+    client: PrefectClient, wanted: Sequence[AutomationCore], done: Callable[[Change], None]
+) -> None:
+    names = {a.name for a in wanted}
+    for automation in wanted:
+        existing = await client.read_automations_by_name(automation.name)
+        if not existing:
+            await client.create_automation(automation)
+            done(Change("automation", automation.name, "created"))
+            continue
+        first, *extra = existing
+        for duplicate in extra:  # two bootstraps raced, or someone copied one: keep one
+            await client.delete_automation(duplicate.id)
+        if _automation_fingerprint(first) == _automation_fingerprint(automation) and not extra:
+            done(Change("automation", automation.name, "unchanged"))
+        else:
+            await client.update_automation(first.id, automation)
+            done(Change("automation", automation.name, "updated"))
+    for stale in await client.read_automations():
+        if TAG in stale.tags and _OURS.match(stale.name) and stale.name not in names:
+            await client.delete_automation(stale.id)
+            done(Change("automation", stale.name, "removed"))
+
+
+def _automation_fingerprint(automation: AutomationCore) -> str:
+    data = AutomationCore.model_validate(automation.model_dump(include=set(AutomationCore.model_fields)))
+    dumped = data.model_dump(mode="json", exclude={"owner_resource"})
+    for key in ("after", "expect", "for_each"):
+        dumped["trigger"][key] = sorted(dumped["trigger"].get(key) or [])
+    return json.dumps(dumped, sort_keys=True)
+
+
+async def _prune_blocks(client: PrefectClient, registry: Registry, done: Callable[[Change], None]) -> None:
+    """Delete the notification blocks of routes the registry no longer has."""
+    keep = {block_name(r) for r in (registry.alerts.routes if registry.alerts else [])}
+    try:
+        documents = await client.read_block_documents_by_type("custom-webhook", include_secrets=False)
+    except ObjectNotFound:  # the block type is not registered yet: nothing of ours exists
+        return
+    for document in documents:
+        if document.name and document.name.startswith("agentwatch-") and document.name not in keep:
+            await client.delete_block_document(document.id)
+            done(Change("block", document.name, "removed"))
+
+
+def _summary(changes: Sequence[Change]) -> str:
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+    return ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))

@@ -1,0 +1,103 @@
+"""Operator flows, for agents of every kind: pause, resume and the fleet's status. Run them from the
+Prefect UI (deployments `pause-agent`, `resume-agent`, `fleet-status`) or the `agentwatch` CLI.
+
+Pause and resume write the record with compare-and-swap and publish the transition like the
+monitor does (an `agentwatch.agent.paused` event and an `agent-<id>` artifact version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from agentwatch.maintenance import read_status, require_agent, set_paused, set_resumed
+from agentwatch.registry import Registry, load_registry
+from agentwatch.settings import get_settings
+from agentwatch.store import CommitResult, StateStore
+from tasks.recording import publish_transitions, write_fleet_table
+
+
+@flow(name="pause-agent", log_prints=False)
+async def pause_agent(
+    agent_id: str,
+    until: datetime | None = None,
+    sticky: bool = False,
+    reason: str = "",
+    registry_path: str = "fleet.yaml",
+) -> dict[str, Any]:
+    """Pause an agent: not probed, not alerted on, until resumed or `until` (UTC when naive).
+
+    A heartbeat agent's beat ends a plain pause; a `sticky` pause ignores beats until resumed.
+    Returns the agent's status row.
+    """
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    registry = load_registry(registry_path)
+    require_agent(registry, agent_id, registry_path)
+    return await _change(
+        registry,
+        agent_id,
+        lambda store, now: set_paused(store, agent_id, now, until=until, sticky=sticky, reason=reason),
+    )
+
+
+@flow(name="resume-agent", log_prints=False)
+async def resume_agent(agent_id: str, registry_path: str = "fleet.yaml") -> dict[str, Any]:
+    """End an agent's pause; its counters and timers restart. Returns the agent's status row."""
+    registry = load_registry(registry_path)
+    require_agent(registry, agent_id, registry_path)
+    return await _change(registry, agent_id, lambda store, now: set_resumed(store, agent_id, now))
+
+
+@flow(name="fleet-status", log_prints=False)
+async def fleet_status(registry_path: str = "fleet.yaml") -> list[dict[str, Any]]:
+    """Every agent's state, since, last beat and seconds since, missed beats, pause and reason,
+    also written as the `agentwatch-status` table artifact."""
+    registry = load_registry(registry_path)
+    async with StateStore(get_settings().resolved_database_url()) as store:
+        rows = await read_status(store, registry, datetime.now(UTC))
+    await write_fleet_table(rows, key="agentwatch-status")
+    return rows
+
+
+Change = Callable[[StateStore, datetime], Awaitable[CommitResult]]
+
+
+async def _change(registry: Registry, agent_id: str, change: Change) -> dict[str, Any]:
+    logger = get_run_logger()
+    async with StateStore(get_settings().resolved_database_url()) as store:
+        result = await change(store, datetime.now(UTC))
+        row = (await read_status(store, registry, datetime.now(UTC), [agent_id]))[0]
+    for t in result.transitions:
+        logger.info("%s: %s -> %s (%s)", t.agent_id, t.from_state.value, t.to_state.value, t.reason)
+    if not result.saved:
+        logger.info("%s: nothing to change", agent_id)
+    await publish_transitions(result.transitions, registry, run_url=flow_run.ui_url)
+    return row
+
+
+# Deployment factories for `deployments.serve`: no schedule, run from the UI (Run > Custom run asks
+# for the agent id). Each takes the registry path and returns one deployment.
+_COMMON: dict[str, Any] = {"tags": ["agentwatch", "operator"]}
+
+
+def pause_deployment(registry: str) -> Any:
+    return pause_agent.to_deployment(
+        name="pause-agent", parameters={"registry_path": registry}, description="Pause an agent.", **_COMMON
+    )
+
+
+def resume_deployment(registry: str) -> Any:
+    return resume_agent.to_deployment(
+        name="resume-agent", parameters={"registry_path": registry}, description="End an agent's pause.", **_COMMON
+    )
+
+
+def status_deployment(registry: str) -> Any:
+    return fleet_status.to_deployment(
+        name="fleet-status", parameters={"registry_path": registry}, description="Every agent's status.", **_COMMON
+    )

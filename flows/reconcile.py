@@ -1,0 +1,210 @@
+"""The reconcile flow: bring Docker-backed agents back in line with the fleet.
+
+A sub-flow of the monitor (for Docker agents that turned failed or unhealthy, or whose deferred
+restart is due), its own deployment (started by hand from the Prefect UI, or by an automation with
+`agent_ids` from an event), and `agentwatch reconcile`. The plan is made by
+agentwatch.docker.reconcile; this flow observes, stores, acts and reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.runtime import flow_run
+
+from agentwatch.docker import BudgetRules, DockerEngine, RestartBudget
+from agentwatch.docker.engine import UNREACHABLE
+from agentwatch.docker.fleet import asserted_changes, reconcile_candidates
+from agentwatch.docker.reconcile import Action, Kind, ReconcileOptions, plan_reconcile
+from agentwatch.docker.report import reconcile_markdown
+from agentwatch.durations import format_duration, parse_duration
+from agentwatch.errors import EngineUnavailable
+from agentwatch.models import AgentRecord, AgentState, ProbeResult, Transition
+from agentwatch.registry import Registry, load_registry
+from agentwatch.settings import get_settings
+from agentwatch.store import StateStore
+from tasks.containers import Outcome, act_on_containers, observe_containers
+from tasks.recording import publish_transitions
+
+ARTIFACT_KEY = "agentwatch-reconcile"
+
+
+@flow(name="reconcile-fleet", log_prints=False)
+async def reconcile_fleet(
+    registry_path: str = "fleet.yaml",
+    agent_ids: list[str] | None = None,
+    dry_run: bool = False,
+    remove_orphans: bool = True,
+    restart_unhealthy: bool = True,
+    orphan_min_age: str = "60s",
+) -> list[dict[str, Any]]:
+    """Record how Docker agents' containers exited, remove orphans, restart unhealthy agents.
+
+    Args:
+        registry_path: The registry file; containers labelled agentwatch.agent=<id> join it.
+        agent_ids: Only these agents (empty: none, only orphans); leave unset for every Docker agent.
+        dry_run: Only plan: write the plan as an artifact and change nothing.
+        remove_orphans: Remove containers labelled agentwatch.managed=true that no agent owns.
+        restart_unhealthy: Restart failed or unhealthy agent containers, within the restart budget.
+        orphan_min_age: Leave orphans younger than this alone (e.g. 60s, 5m): they may be starting.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    options = ReconcileOptions(
+        agent_ids=frozenset(agent_ids) if agent_ids is not None else None,
+        remove_orphans=remove_orphans,
+        restart_unhealthy=restart_unhealthy,
+        orphan_min_age=parse_duration(orphan_min_age),
+        rules=BudgetRules.from_settings(settings),
+    )
+    registry = load_registry(registry_path)
+    async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
+        try:
+            seen = await observe_containers(engine, registry, options.agent_ids)
+        except EngineUnavailable as exc:
+            logger.error("Reconcile cannot run: %s", exc)
+            raise
+        fleet = seen.fleet
+        records = await store.load()
+        budgets = await store.load_restart_budgets()
+        now = datetime.now(UTC)
+        actions = plan_reconcile(fleet, seen.listed, seen.inspected, records, budgets, options, now)
+        for action in actions:
+            logger.info("plan: %s %s %s: %s", action.kind.value, action.agent_id or "-", _name(action), action.reason)
+        if dry_run:
+            rows = [{**a.row(), "outcome": "planned"} for a in actions]
+            await _report(rows, True, options)
+            return rows
+
+        actions = await _claim_budgets(store, actions, logger)
+        await store.drop_missing_restart_budgets(fleet.ids)
+        # Exit information first, then the actions, then what they led to: the agent's history
+        # reads "failed: exited with code 3" before "starting: restarted".
+        wanted = [(a.agent_id, a.state, a.reason) for a in actions if a.kind in (Kind.RECORD, Kind.EXHAUSTED)]
+        first = await store.commit(asserted_changes(fleet, records, _agents(wanted), now), run_id=_run_id())
+        records = {**records, **{r.agent_id: r for r in first.saved}}
+        outcomes = await act_on_containers(engine, actions, fleet, settings.docker_stop_timeout.total_seconds())
+        restarted = [
+            (o.action.agent_id, AgentState.STARTING, f"restarted: {o.action.reason}")
+            for o in outcomes
+            if o.ok and o.action.kind in (Kind.START, Kind.RESTART)
+        ]
+        second = await store.commit(
+            asserted_changes(fleet, records, _agents(restarted), datetime.now(UTC)), run_id=_run_id()
+        )
+
+    if conflicts := sorted({*first.conflicts, *second.conflicts}):
+        logger.warning("Records changed meanwhile by another run, kept theirs: %s", ", ".join(conflicts[:10]))
+    transitions: list[Transition] = [*first.transitions, *second.transitions]
+    await publish_transitions(transitions, fleet, settings.artifact_concurrency, flow_run.ui_url)
+    rows = _rows(actions, outcomes)
+    await _report(rows, False, options)
+    done = sum(1 for o in outcomes if o.ok)
+    logger.info("Reconcile: %d action(s) planned, %d container action(s) done", len(actions), done)
+    return rows
+
+
+async def _claim_budgets(store: StateStore, actions: list[Action], logger: Any) -> list[Action]:
+    """Store each budget change before acting on it. A budget another reconcile run changed
+    since we read it means that run got there first: its action is dropped here."""
+    kept: list[Action] = []
+    for action in actions:
+        budget = action.budget
+        if budget is None:
+            kept.append(action)
+            continue
+        if action.kind is Kind.RESET:
+            budget = RestartBudget(budget.agent_id, version=budget.version)
+        saved = await store.save_restart_budget(budget)
+        if saved is None:
+            logger.info("%s: another reconcile run changed its restart budget; skipped", action.agent_id)
+            continue
+        kept.append(replace(action, budget=saved))
+    return kept
+
+
+def _agents(wanted: Sequence[tuple[str | None, AgentState | None, str]]) -> list[tuple[str, AgentState, str]]:
+    return [(agent, state, reason) for agent, state, reason in wanted if agent is not None and state is not None]
+
+
+def _rows(actions: Sequence[Action], outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """One row per action; container actions carry their outcome (outcomes come in their order)."""
+    pending = iter(outcomes)
+    rows = []
+    for action in actions:
+        if action.mutating:
+            rows.append(next(pending).row())
+        else:
+            rows.append({**action.row(), "outcome": "-" if action.kind is Kind.LEAVE else "done"})
+    return rows
+
+
+async def _report(rows: list[dict[str, Any]], dry_run: bool, options: ReconcileOptions) -> None:
+    settings = {
+        "agent_ids": sorted(options.agent_ids) if options.agent_ids is not None else "all",
+        "remove_orphans": options.remove_orphans,
+        "restart_unhealthy": options.restart_unhealthy,
+        "orphan_min_age": format_duration(options.orphan_min_age),
+        "restart budget": f"{options.rules.max_restarts} per {format_duration(options.rules.window)}",
+    }
+    await acreate_markdown_artifact(
+        key=ARTIFACT_KEY,
+        markdown=reconcile_markdown(rows, dry_run=dry_run, settings=settings),
+        description=("Reconcile plan (dry run)" if dry_run else "Reconcile actions") + f": {len(rows)} step(s)",
+    )
+
+
+def _name(action: Action) -> str:
+    return (action.container.name or action.container.short_id) if action.container else "-"
+
+
+def _run_id() -> str:
+    return str(flow_run.id or "")
+
+
+async def reconcile_after_cycle(
+    registry_path: str,
+    fleet: Registry,
+    engine_error: str | None,
+    results: Sequence[ProbeResult],
+    transitions: Sequence[Transition],
+    records: Mapping[str, AgentRecord],
+    budgets: Mapping[str, RestartBudget],
+) -> None:
+    """The monitor's hook: reconcile, as a sub-flow, the Docker agents that turned failed or
+    unhealthy (or whose deferred restart is due). An unreachable engine is said so, once, and
+    nothing is reconciled: the agents it hides were recorded unknown, not failed."""
+    logger = get_run_logger()
+    unreachable = [r.agent_id for r in results if r.state is AgentState.UNKNOWN and r.reason == UNREACHABLE]
+    if unreachable:
+        logger.warning(
+            "Docker engine unreachable: %d Docker agent(s) recorded unknown (not failed); reconcile skipped",
+            len(unreachable),
+        )
+    if unreachable or engine_error:
+        return
+    ids = reconcile_candidates(fleet, transitions, records, budgets, datetime.now(UTC))
+    if not ids:
+        return
+    logger.info("Reconciling %d Docker agent(s): %s", len(ids), ", ".join(ids[:10]))
+    state = await reconcile_fleet(registry_path=registry_path, agent_ids=ids, return_state=True)
+    if not state.is_completed():
+        logger.warning("Reconcile sub-flow ended %s: %s", state.name, state.message)
+
+
+def reconcile_deployment(registry: str) -> Any:
+    """The reconcile deployment for `deployments.serve`: no schedule, started from the UI or an automation."""
+    return reconcile_fleet.to_deployment(
+        name="reconcile",
+        parameters={"registry_path": registry},
+        # One at a time: runs started by automations queue instead of racing for the same containers.
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        tags=["agentwatch", "docker"],
+        description="Record Docker agents' exits, remove orphan containers, restart unhealthy agents in budget.",
+    )

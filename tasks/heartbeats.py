@@ -1,0 +1,94 @@
+"""The Prefect side of heartbeat agents: the `late` warning event, the heartbeat server's batched
+`agentwatch.heartbeat.batch` events, and reading tokens from Secret blocks.
+
+The domain package (agentwatch.heartbeat) never imports Prefect: the CLI hands the server a
+`PrefectBatchSink` and a mapping of Secret values loaded here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL
+
+from agentwatch.heartbeat.watch import LateWarning
+from agentwatch.registry import Registry
+from tasks.recording import agent_resource
+
+__all__ = ["PrefectBatchSink", "emit_late_warnings", "load_secrets"]
+
+log = logging.getLogger(__name__)
+LATE_EVENT = "agentwatch.agent.late"
+BATCH_EVENT = "agentwatch.heartbeat.batch"
+
+
+def emit_late_warnings(warnings: Sequence[LateWarning], registry: Registry) -> int:
+    """One `agentwatch.agent.late` event per agent that just missed its first beat."""
+    for warning in warnings:
+        emit_event(
+            event=LATE_EVENT,
+            resource=agent_resource(warning.agent_id, registry.get(warning.agent_id)),
+            occurred=warning.at,
+            payload=warning.payload(),
+        )
+    return len(warnings)
+
+
+class PrefectBatchSink:
+    """Reports flushed beats as one `agentwatch.heartbeat.batch` event per call.
+
+    Only when a Prefect API is configured (a long-running server must not start an ephemeral one)
+    and answers its health check, asked at most every `check_every` seconds, so an API that is
+    down costs one cheap request per interval and never a queue of undeliverable events.
+    """
+
+    def __init__(self, server_id: str, check_every: float = 30.0) -> None:
+        self.resource = {"prefect.resource.id": f"agentwatch.heartbeat-server.{server_id}"}
+        self.check_every = check_every
+        self._healthy_until = 0.0
+        self.emitted = 0
+        self.skipped = 0
+
+    async def __call__(self, counts: Mapping[str, int], at: datetime) -> None:
+        if not await self._reachable():
+            self.skipped += 1
+            return
+        emit_event(
+            event=BATCH_EVENT,
+            resource=self.resource,
+            occurred=at,
+            payload={"agents": len(counts), "pings": sum(counts.values()), "by_agent": dict(counts)},
+        )
+        self.emitted += 1
+
+    async def _reachable(self) -> bool:
+        if not PREFECT_API_URL.value():
+            return False
+        if time.monotonic() < self._healthy_until:
+            return True
+        async with get_client() as client:
+            error = await client.api_healthcheck()
+        if error is not None:
+            log.info("Prefect API not reachable (%s); heartbeat batch events paused", error)
+            return False
+        self._healthy_until = time.monotonic() + self.check_every
+        return True
+
+
+def load_secrets(names: Iterable[str]) -> dict[str, str | None]:
+    """The values of these Secret blocks; None for a block that cannot be loaded (logged by name)."""
+    values: dict[str, str | None] = {}
+    for name in set(names):
+        try:
+            value = Secret.load(name).get()  # type: ignore[union-attr]
+            values[name] = str(value) if value is not None else None
+        except Exception as exc:  # a missing block or an unreachable API: that agent is refused
+            log.error("cannot load Secret block %r: %s", name, type(exc).__name__)
+            values[name] = None
+    return values

@@ -1,0 +1,165 @@
+"""Label registration and the rules the monitor shares with reconcile (recorded stops, spent budgets,
+which agents to reconcile after a cycle)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agentwatch.docker.budget import BudgetRules, RestartBudget
+from agentwatch.docker.fleet import asserted_changes, reconcile_candidates, settle_results
+from agentwatch.docker.labels import agents_from_containers, with_label_agents
+from agentwatch.docker.probe import container_result
+from agentwatch.docker.state import ContainerInfo
+from agentwatch.models import AgentRecord, ProbeResult, Transition
+from agentwatch.models import AgentState as S
+from agentwatch.registry import parse_registry
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+RULES = BudgetRules(max_restarts=1)
+
+
+def box(name: str, labels: dict[str, str], status: str = "running", created: float = 0, **fields: Any) -> ContainerInfo:
+    return ContainerInfo(
+        id=name.ljust(64, "0"),
+        name=name,
+        status=status,
+        labels=labels,
+        created=T0 + timedelta(seconds=created),
+        **fields,
+    )
+
+
+def test_labels_make_an_agent() -> None:
+    labels = {
+        "agentwatch.agent": "coder-1",
+        "agentwatch.name": "Coder one",
+        "agentwatch.failure_threshold": "5",
+        "agentwatch.timeout": "2s",
+        "agentwatch.label.team": "infra",
+        "agentwatch.probe.http": "http://127.0.0.1:8080/health",
+        "agentwatch.probe.http.expect_status": "204",
+    }
+    (agent,), problems = agents_from_containers([box("c1", labels)], {"success_threshold": 2})
+    assert problems == []
+    assert (agent.id, agent.display_name, agent.source) == ("coder-1", "Coder one", "docker")
+    assert agent.policy.failure_threshold == 5 and agent.policy.success_threshold == 2
+    assert agent.policy.timeout == timedelta(seconds=2)
+    assert agent.labels == {"team": "infra"}
+    assert agent.probe is not None and agent.probe.http is not None and agent.probe.http.expect_status == 204
+
+
+def test_default_probe_is_the_container_itself() -> None:
+    (agent,), _ = agents_from_containers([box("c1", {"agentwatch.agent": "a"})])
+    assert agent.probe is not None and agent.probe.docker is not None
+    assert agent.probe.docker.container == "c1".ljust(64, "0")
+
+
+def test_bad_labels_are_problems_not_failures() -> None:
+    agents, problems = agents_from_containers(
+        [box("c1", {"agentwatch.agent": "Not A Slug"}), box("c2", {"agentwatch.agent": "b", "agentwatch.timeout": "x"})]
+    )
+    assert agents == []
+    assert {p.agent for p in problems} == {"Not A Slug", "b"}
+    assert any("c2" in p.message for p in problems)
+
+
+def test_newest_running_container_registers_a_shared_id() -> None:
+    old, new, dead = (
+        box("old", {"agentwatch.agent": "a"}, created=0),
+        box("new", {"agentwatch.agent": "a"}, created=10),
+        box("dead", {"agentwatch.agent": "a"}, status="exited", created=20),
+    )
+    (agent,), _ = agents_from_containers([old, dead, new])
+    assert agent.probe is not None and agent.probe.docker is not None
+    assert agent.probe.docker.container.startswith("new")
+
+
+def test_registry_entry_wins() -> None:
+    registry = parse_registry("agents:\n  - id: a\n    name: from registry\n    probe: {command: 'true'}\n")
+    fleet, _ = with_label_agents(registry, [box("c1", {"agentwatch.agent": "a"}), box("c2", {"agentwatch.agent": "b"})])
+    assert [(a.id, a.source) for a in fleet.agents] == [("a", "registry"), ("b", "docker")]
+    assert fleet.agents[0].display_name == "from registry"
+
+
+FLEET = parse_registry(
+    "agents:\n  - id: d\n    probe: {docker: {container: d}}\n  - id: h\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n"
+)
+
+
+def exited(code: int, finished: float) -> ContainerInfo:
+    return box("d", {}, status="exited", exit_code=code, finished_at=T0 + timedelta(seconds=finished))
+
+
+@pytest.mark.parametrize(
+    ("finished", "record", "state", "reason"),
+    [
+        pytest.param(
+            -10,
+            AgentRecord("d", S.STOPPED, since=T0, reason="stopped by shutdown"),
+            S.STOPPED,
+            "stopped by shutdown",
+            id="recorded-stop",
+        ),
+        pytest.param(
+            10,
+            AgentRecord("d", S.STOPPED, since=T0, reason="stopped by shutdown"),
+            S.FAILED,
+            "exited with code 143",
+            id="crashed-after",
+        ),
+        pytest.param(
+            -10, AgentRecord("d", S.HEALTHY, since=T0), S.FAILED, "exited with code 143", id="no-stop-recorded"
+        ),
+    ],
+)
+def test_recorded_stop_stays_a_stop(finished: float, record: AgentRecord, state: S, reason: str) -> None:
+    result = container_result("d", "d", exited(143, finished))
+    (settled,) = settle_results([result], FLEET, {"d": record}, {}, {}, RULES, T0)
+    assert (settled.state, settled.reason) == (state, reason)
+
+
+def test_spent_budget_keeps_agent_failed() -> None:
+    spent = {"d": RestartBudget("d", restarts=(T0,))}
+    unhealthy = ProbeResult("d", ok=False, reason="db down")
+    (settled,) = settle_results([unhealthy], FLEET, {}, spent, {}, RULES, T0 + timedelta(seconds=1))
+    assert (settled.state, settled.reason) == (S.FAILED, "restart budget exhausted: db down")
+    (later,) = settle_results([unhealthy], FLEET, {}, spent, {}, RULES, T0 + timedelta(minutes=11))
+    assert later is unhealthy  # the window moved on: the budget refilled
+    healthy = ProbeResult("d", ok=True)
+    assert settle_results([healthy], FLEET, {}, spent, {}, RULES, T0)[0] is healthy
+
+
+def test_label_agent_probed_over_http_is_judged_by_its_exit() -> None:
+    fleet, _ = with_label_agents(
+        parse_registry("agents: []"),
+        [box("s", {"agentwatch.agent": "s", "agentwatch.probe.http": "http://127.0.0.1:1/"}, "exited", exit_code=0)],
+    )
+    refused = ProbeResult("s", ok=False, reason="connection refused")
+    containers = {"s": box("s", {}, status="exited", exit_code=0)}
+    (settled,) = settle_results([refused], fleet, {}, {}, containers, RULES, T0)
+    assert settled.state is S.STOPPED
+
+
+def test_reconcile_candidates() -> None:
+    def t(agent: str, to: S, reason: str = "") -> Transition:
+        return Transition(agent, S.HEALTHY, to, reason, 1, T0)
+
+    transitions = [t("d", S.FAILED), t("h", S.UNHEALTHY)]
+    assert reconcile_candidates(FLEET, transitions, {}, {}, T0) == ["d"]  # h has no container
+    assert reconcile_candidates(FLEET, [t("d", S.FAILED, "restart budget exhausted: x")], {}, {}, T0) == []
+    due = {"d": RestartBudget("d", retry_at=T0)}
+    down = {"d": AgentRecord("d", S.FAILED)}
+    assert reconcile_candidates(FLEET, [], down, due, T0) == ["d"]
+    assert reconcile_candidates(FLEET, [], {"d": AgentRecord("d", S.HEALTHY)}, due, T0) == []
+
+
+def test_asserted_changes_go_through_the_policy() -> None:
+    ((rec, transition),) = asserted_changes(
+        FLEET, {}, [("d", S.STOPPED, "stopped by shutdown"), ("zz", S.STOPPED, "")], T0
+    )
+    assert rec.state is S.STOPPED and transition is not None and transition.to_state is S.STOPPED
+    paused = {"d": AgentRecord("d", S.PAUSED, since=T0, first_seen=T0, paused=True, version=1)}
+    assert asserted_changes(FLEET, paused, [("d", S.STOPPED, "x")], T0) == []
