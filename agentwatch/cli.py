@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import AgentwatchError, RegistryError
@@ -66,10 +67,24 @@ def print_rows(rows: Sequence[dict[str, Any]], *, as_json: bool, columns: Sequen
 
     table = Table(show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # Ids and times never wrap; the reason takes what width is left.
+        table.add_column(column, overflow="fold", no_wrap=column != "reason")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console(width=max(100, Console().width)).print(table)
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _cell(value: Any) -> str:
+    """Table text: ISO timestamps shortened to `YYYY-MM-DD HH:MM:SS` (UTC, as stored)."""
+    if value is None:
+        return ""
+    text = str(value)
+    if len(text) >= 19 and text[10:11] == "T":
+        try:
+            return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            pass
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
