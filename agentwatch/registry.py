@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .alerts.config import AlertsConfig
 from .durations import Duration
@@ -247,6 +255,8 @@ class Registry(_Strict):
             return [] if info.field_name == "agents" else {}
         return v
 
+    _index: tuple[list[AgentSpec], dict[str, AgentSpec]] | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _resolve(self) -> Registry:
         defaults = self.defaults.given()
@@ -255,7 +265,13 @@ class Registry(_Strict):
         return self
 
     def get(self, agent_id: str) -> AgentSpec | None:
-        return next((a for a in self.agents if a.id == agent_id), None)
+        """The agent with this id, or None. O(1): the monitor looks up every agent every cycle."""
+        index = self._index
+        # Keyed on the list object itself, so a model_copy with other agents never reads a stale index.
+        if index is None or index[0] is not self.agents:
+            index = (self.agents, {a.id: a for a in self.agents})
+            self._index = index
+        return index[1].get(agent_id)
 
     @property
     def ids(self) -> list[str]:
@@ -291,7 +307,8 @@ def load_registry(path: str | Path) -> Registry:
 def parse_registry(text: str, source: str = "<registry>") -> Registry:
     """Validate registry YAML text; raise RegistryError naming every problem."""
     try:
-        raw = yaml.safe_load(text)
+        # The C loader (libyaml) parses a 10,000-agent registry several times faster.
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise RegistryError(source, [Problem(None, "", f"not valid YAML: {exc}")]) from exc
     if raw is None:
