@@ -1,25 +1,30 @@
 """Benchmark one monitor cycle against a bare asyncio + httpx loop over the same URLs.
 
-    python bench/monitor_cycle.py [--sizes 100,1000,10000] [--cycles 3] [--batch-size B]
-                                  [--batch-sizes 50,100,200,500] [--concurrency C]
+    python bench/monitor_cycle.py [--sizes 100,1000,10000] [--cycles 3] [--batch-size B] [--concurrency C]
+                                  [--batch-sizes 50,100,200] [--concurrencies 64,100] [--profile FILE]
 
 For each fleet size N it serves N fake HTTP agents on 127.0.0.1 (agentwatch.demo.AgentServer, in a
 process of its own so it shares neither the event loop nor the CPU-time accounting of the monitor;
-~90% ok, ~5% slow (0.3 s), ~3% answering 500, ~2% on a closed port), writes a registry, and runs
+~90% ok, ~5% slow (0.3 s), ~3% answering 500, ~2% on a closed port), writes a registry (timeout 2 s,
+failure_threshold 1 so that later cycles have no transitions), and runs
 `monitor_fleet(registry, force=True)` --cycles times against a real Prefect API (PREFECT_API_URL
-when set, else one `prefect_test_harness()` for the whole run) with a fresh SQLite state store.
+when set, else one `prefect_test_harness()` for the whole run) with a fresh SQLite state store per
+(N, batch size, concurrency).
 
-It reports per N (and per batch size when --batch-sizes is given): the first cycle's wall time
-(every agent moves out of `unknown`), the steady cycle (median of the later ones), the wall time of
-a bare asyncio + httpx loop over the same URLs (one client, the monitor's probe concurrency, same
-timeout), both ratios, the Prefect task runs each cycle created (read back from the API) against
-the aim N/50 + transitions, the events seen against the transitions recorded, and peak RSS.
+It reports per point: the first cycle's wall time (every agent moves out of `unknown`), the steady
+cycle (median of the later ones), the bare loop at the same probe concurrency (one httpx client,
+same timeout, GET + read body; median of runs before and after the cycles) and the fastest bare
+loop at this N (--ref-concurrency), both ratios, the Prefect task runs each cycle created (read back
+from the API) against the aim N/50 + transitions, the agentwatch.agent.* events the API holds
+against the transitions recorded, rows that timed out (none should: the slowest agent answers in
+0.3 s), messages the Prefect server dropped, and peak RSS of each process.
 
 The stage table comes from timing the flow's own building blocks: the bench swaps the names that
-flows/monitor.py calls (load_registry, StateStore, probe_batch, apply_results, ...) for timed
-wrappers in this process only; nothing in the project is edited. Between cycles it drains the
-Prefect client's event and log workers and waits (bounded) until the Prefect server is idle, so one
-cycle's leftovers do not slow the next; both times are reported.
+flows/monitor.py calls (load_registry, StateStore methods, every task, ...) for timed wrappers in
+this process only; nothing in the project is edited. Between cycles it drains the Prefect client's
+event and log workers and waits (bounded) until the processes are idle, so one cycle's leftovers
+do not slow the next; both times are reported. The harness server's stderr goes to a file whose
+warnings are counted per cycle.
 
 Linux only (/proc, RLIMIT_NOFILE). Everything listens on 127.0.0.1 and is stopped on exit.
 """
@@ -437,6 +442,8 @@ def count_transitions(db_path: Path, run_id: str) -> int:
             return int(
                 conn.execute(sa.text("SELECT count(*) FROM transitions WHERE run_id = :r"), {"r": run_id}).scalar_one()
             )
+    except sa.exc.OperationalError:  # a run that failed before the store made its tables
+        return 0
     finally:
         engine.dispose()
 
