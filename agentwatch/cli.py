@@ -9,7 +9,6 @@ the domain package itself stays free of Prefect imports.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -49,9 +48,12 @@ def _validate(args: argparse.Namespace) -> int:
 @command("check")
 def _check(args: argparse.Namespace) -> int:
     load_registry(args.registry)  # fail fast, before any Prefect start-up
+    from flows.runtime import bounded_client_retries, run_bounded
+
+    bounded_client_retries()
     from flows.monitor import monitor_fleet
 
-    rows = asyncio.run(monitor_fleet(args.registry, force=not args.due_only))  # type: ignore[arg-type]
+    rows = run_bounded(monitor_fleet(args.registry, force=not args.due_only))  # type: ignore[arg-type]
     print_rows(rows, as_json=args.json, columns=("id", "state", "since", "failures", "latency_ms", "reason"))
     return 0
 
@@ -108,21 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
 # Other modules add their subcommands here (Docker, heartbeat, alerts) without touching main().
 PARSER_EXTENSIONS: list[Callable[[Any], None]] = []
 
-from . import cli_alerts, cli_docker, cli_heartbeat  # noqa: E402, F401 - after COMMANDS/PARSER_EXTENSIONS, which they extend
+from . import cli_alerts, cli_docker, cli_heartbeat, cli_uptime  # noqa: E402, F401 - after COMMANDS/PARSER_EXTENSIONS, which they extend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    code = 1
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     except AgentwatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    finally:
+        if "flows.runtime" in sys.modules:  # a flow ran: never wait again for a dead API at exit
+            sys.modules["flows.runtime"].exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from .maintenance import parse_until, read_status, require_agent
 from .registry import load_registry
 from .settings import get_settings
 from .store import StateStore
+from .uptime import percent_text
 
-STATUS_COLUMNS = ("id", "state", "since", "last_beat", "seconds_since", "missed", "paused", "reason")
+STATUS_COLUMNS = ("id", "state", "since", "last_beat", "seconds_since", "missed", "paused", "uptime_24h", "reason")
 
 
 def _default_registry() -> str:
@@ -51,7 +52,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("agent_id")
     p.add_argument("--registry", default=_default_registry(), help="registry file (default $AGENTWATCH_REGISTRY)")
 
-    p = sub.add_parser("status", help="every agent's state, last beat, missed beats and pause")
+    p = sub.add_parser("status", help="every agent's state, last beat, missed beats, pause and uptime")
     p.add_argument("--json", action="store_true", help="print a JSON list of agents")
     p.add_argument("--registry", default=_default_registry(), help="registry file (default $AGENTWATCH_REGISTRY)")
 
@@ -61,12 +62,10 @@ PARSER_EXTENSIONS.append(add_parsers)
 
 @command("heartbeat-server")
 def _heartbeat_server(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from tasks.heartbeats import PrefectBatchSink, load_secrets
 
     from .heartbeat.intake import resolve_credentials
-    from .heartbeat.server import ServerConfig, create_app
+    from .heartbeat.server import ServerConfig, create_app, serve
 
     # Prefect may have configured the root logger already (at WARNING); ours still logs at INFO.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,14 +82,17 @@ def _heartbeat_server(args: argparse.Namespace) -> int:
             ", ".join(open_ids[:10]),
         )
     settings = get_settings()
+    config = ServerConfig.from_settings(settings)
     app = create_app(
         registry,
         StateStore(settings.resolved_database_url()),
         credentials,
-        ServerConfig.from_settings(settings),
+        config,
         sink=PrefectBatchSink(f"{args.host}-{args.port}"),
     )
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+    # Under limits (a request deadline, a connection cap below the open-file limit): slow clients
+    # cannot take the server down (agentwatch/heartbeat/limits.py).
+    serve(app, args.host, args.port, config, access_log=args.access_log)
     return 0
 
 
@@ -137,10 +139,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _display(row: dict[str, Any]) -> dict[str, Any]:
-    """The pause as one table cell: sticky, until when, or plain yes."""
+    """The pause as one table cell: sticky, until when, or plain yes; uptime as a percent."""
     paused = ""
     if row["paused"]:
         paused = ("sticky " if row["sticky"] else "") + (
             f"until {row['paused_until']}" if row["paused_until"] else "yes"
         )
-    return {**row, "paused": paused}
+    return {**row, "paused": paused, "uptime_24h": percent_text(row.get("uptime_24h"))}

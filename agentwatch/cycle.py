@@ -3,7 +3,8 @@ health policy, and describe the fleet. The Prefect flow orchestrates; this modul
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from .models import AgentRecord, AgentState, ProbeResult, Transition
 from .policy import evaluate, is_due
 from .registry import AgentSpec, Registry
 
-__all__ = ["FleetRow", "apply_results", "batched", "fleet_rows", "select_due"]
+__all__ = ["Departed", "FleetRow", "apply_results", "batched", "departed", "fleet_rows", "select_due"]
 
 Change = tuple[AgentRecord, Transition | None]
 FleetRow = dict[str, Any]
@@ -56,6 +57,32 @@ def apply_results(
         if evaluation.record != before:
             changes.append((evaluation.record, evaluation.transition))
     return changes
+
+
+@dataclass(frozen=True, slots=True)
+class Departed:
+    """Stored agents that are not in the fleet. `refused`: too many at once to be believed."""
+
+    ids: list[str]
+    stored: int
+    refused: bool = False
+
+    @property
+    def share(self) -> float:
+        return len(self.ids) / max(1, self.stored)
+
+
+def departed(stored: Iterable[str], fleet_ids: Collection[str], max_fraction: float, floor: int = 10) -> Departed:
+    """The agents to forget. A registry that would forget more than `max_fraction` of the stored
+    agents at once (and more than `floor`) is more likely a broken file than a decision, and
+    forgetting drops pauses and counters for good: that is refused."""
+    stored = list(stored)
+    keep = set(fleet_ids)
+    gone = [agent_id for agent_id in stored if agent_id not in keep]
+    result = Departed(gone, len(stored))
+    if len(gone) > floor and result.share > max_fraction:
+        return Departed(gone, len(stored), refused=True)
+    return result
 
 
 def fleet_rows(registry: Registry, records: Mapping[str, AgentRecord]) -> list[FleetRow]:

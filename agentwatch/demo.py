@@ -1,9 +1,12 @@
-"""A small fleet of fake HTTP agents on 127.0.0.1, for the demo, the benchmark and the tests.
+"""A small fleet of fake agents on 127.0.0.1, for the demo, the benchmark and the tests.
 
 One asyncio server answers `GET /agents/<name>/health` for any number of agents. The name's
 first word sets the behaviour: `ok-*` answers 200, `slow-*` answers 200 after `slow_delay`,
 `fail-*` answers 500, `hang-*` never answers. Keep-alive is supported, so one server can stand in
-for thousands of agents. `python -m agentwatch.demo` runs it and writes a demo registry.
+for thousands of agents. `POST /agents/<name>/mcp` is a minimal MCP server of the 2026-07-28
+revision (it answers `server/discover`). `python -m agentwatch.demo` runs the server and writes a
+demo registry; `python -m agentwatch.demo --acp-agent` is a minimal ACP agent on stdio (it answers
+`initialize` and runs until its stdin ends), which the demo registry's acp probe starts.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import shlex
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +28,9 @@ import yaml
 __all__ = ["AgentServer", "closed_port", "demo_registry", "fleet_registry", "serve_in_thread"]
 
 _BODY = b'{"status":"ok"}'
+_MAX_POST = 65536
+_MCP_VERSION = "2026-07-28"
+_DEMO_INFO = {"name": "agentwatch-demo", "version": "0.1.0"}
 
 
 class AgentServer:
@@ -56,6 +65,9 @@ class AgentServer:
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.port}/agents/{name}/health"
 
+    def mcp_url(self, name: str) -> str:
+        return f"http://{self.host}:{self.port}/agents/{name}/mcp"
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
@@ -63,6 +75,11 @@ class AgentServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.requests += 1
                 path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else "/"
+                if head.startswith(b"POST "):
+                    status, body = await _post(reader, head, path)
+                    writer.write(_response(status, body))
+                    await writer.drain()
+                    continue
                 mode = _mode(path)
                 if mode == "hang":
                     await asyncio.Event().wait()  # never answer; cancelled when the server stops
@@ -101,6 +118,68 @@ def serve_in_thread(**kwargs: Any) -> Iterator[AgentServer]:
         loop.close()
 
 
+def _response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+async def _post(reader: asyncio.StreamReader, head: bytes, path: str) -> tuple[bytes, bytes]:
+    """`POST /agents/<name>/mcp`: the demo MCP server (2026-07-28, stateless, `server/discover`)."""
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    if length > _MAX_POST:
+        raise ConnectionError("request body too large")  # drops the connection
+    body = await reader.readexactly(length)
+    parts = path.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != "agents" or parts[2] != "mcp":
+        return b"404 Not Found", b'{"error":"not found"}'
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        return b"400 Bad Request", b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}'
+    if request.get("method") != "server/discover":
+        error = {"code": -32601, "message": f"Method not found (this demo server speaks {_MCP_VERSION})"}
+        return b"404 Not Found", json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": error}).encode()
+    result = {
+        "resultType": "complete",
+        "supportedVersions": [_MCP_VERSION],
+        "capabilities": {"tools": {}},
+        "_meta": {"io.modelcontextprotocol/serverInfo": {**_DEMO_INFO, "name": f"agentwatch-demo-{parts[1]}"}},
+    }
+    return b"200 OK", json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": result}).encode()
+
+
+def acp_agent() -> None:
+    """A minimal ACP agent on stdio: answers `initialize` (protocol 1), refuses other requests,
+    and runs until its stdin ends."""
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(request, dict) or "id" not in request:
+            continue  # a notification: nothing to answer
+        if request.get("method") == "initialize":
+            result = {
+                "protocolVersion": 1,
+                "agentCapabilities": {"loadSession": False},
+                "authMethods": [],
+                "agentInfo": {**_DEMO_INFO, "name": "agentwatch-demo-acp"},
+            }
+            answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"], "result": result}
+        else:
+            answer = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32601, "message": "Method not found"}}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
 def _mode(path: str) -> str:
     parts = path.strip("/").split("/")
     if len(parts) != 3 or parts[0] != "agents" or parts[2] != "health":
@@ -135,12 +214,20 @@ def fleet_registry(server: AgentServer, names: list[str], dead: int = 0, **polic
 
 def demo_registry(server: AgentServer) -> dict[str, Any]:
     """The README demo fleet: healthy agents, a slow one, one that fails, one whose port is closed,
-    a command probe and two agents that are listed but never probed."""
+    a command probe, an ACP agent on stdio, an MCP server, and two agents that are listed but never
+    probed."""
     registry = fleet_registry(
         server, ["ok-planner", "ok-coder", "ok-reviewer", "slow-indexer", "fail-tester"], dead=1, timeout="2s"
     )
     registry["agents"] += [
         {"id": "cmd-disk", "name": "Disk check", "probe": {"command": "test -d /tmp"}},
+        {
+            "id": "acp-coder",
+            "name": "ACP coding agent (stdio)",
+            "transport": "stdio",
+            "probe": {"acp": {"command": f"{shlex.quote(sys.executable)} -m agentwatch.demo --acp-agent"}},
+        },
+        {"id": "mcp-tools", "name": "MCP tool server", "probe": {"mcp": {"url": server.mcp_url("tools")}}},
         {"id": "editor-session", "name": "Editor session (stdio)", "transport": "stdio"},
         {"id": "acp-remote", "name": "Remote ACP agent", "endpoint": "acp://..."},
     ]
@@ -160,7 +247,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Serve fake HTTP agents on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8780)
     parser.add_argument("--write-registry", type=Path, default=None, help="write the demo registry YAML here")
+    parser.add_argument("--acp-agent", action="store_true", help="be a minimal ACP agent on stdio instead")
     args = parser.parse_args()
+    if args.acp_agent:
+        with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+            acp_agent()
+        return
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(args.port, args.write_registry))
 

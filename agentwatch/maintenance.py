@@ -22,8 +22,9 @@ from .policy import Evaluation, new_record, pause, resume
 from .probes.heartbeat import check_heartbeat
 from .registry import AgentSpec, Registry
 from .store import CommitResult, StateStore
+from .uptime import LONGEST, Availability, fleet_uptime, uptime_fields, uptime_rows
 
-__all__ = ["parse_until", "read_status", "require_agent", "set_paused", "set_resumed", "status_rows"]
+__all__ = ["parse_until", "read_status", "read_uptime", "require_agent", "set_paused", "set_resumed", "status_rows"]
 
 
 def require_agent(registry: Registry, agent_id: str, source: str) -> AgentSpec:
@@ -83,9 +84,14 @@ async def _update(
 
 
 def status_rows(
-    registry: Registry, records: Mapping[str, AgentRecord], beats: Mapping[str, Beat], now: datetime
+    registry: Registry,
+    records: Mapping[str, AgentRecord],
+    beats: Mapping[str, Beat],
+    now: datetime,
+    uptimes: Mapping[str, Mapping[str, Availability]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per agent: state, since, last beat, seconds since it, missed beats, pause, reason.
+    """One row per agent: state, since, last beat, seconds since it, missed beats, pause, uptime
+    (percent over 24 h, 7 d, 30 d: agentwatch.uptime), reason.
 
     Missed beats are counted at `now` (not at the last monitor run); they are None for agents
     that do not beat and while a pause lasts.
@@ -111,6 +117,7 @@ def status_rows(
                 "paused": bool(rec and rec.paused),
                 "paused_until": _iso(rec.paused_until if rec is not None else None),
                 "sticky": bool(rec and rec.sticky),
+                **uptime_fields((uptimes or {}).get(agent.id)),
                 "reason": rec.reason if rec is not None else "not checked yet",
             }
         )
@@ -125,7 +132,17 @@ async def read_status(
     ids = [a.id for a in wanted]
     records = await store.load(ids)
     beats = await store.load_beats(ids)
-    return status_rows(registry.model_copy(update={"agents": wanted}), records, beats, now)
+    uptimes = fleet_uptime(await store.state_marks(now - LONGEST, ids), records, now)
+    return status_rows(registry.model_copy(update={"agents": wanted}), records, beats, now, uptimes)
+
+
+async def read_uptime(store: StateStore, registry: Registry, now: datetime) -> list[dict[str, Any]]:
+    """Every agent's availability over 24 h, 7 d and 30 d (agentwatch.uptime.uptime_rows), from one
+    bounded read of the transition log."""
+    ids = registry.ids
+    records = await store.load(ids)
+    uptimes = fleet_uptime(await store.state_marks(now - LONGEST, ids), records, now)
+    return uptime_rows(registry.agents, records, uptimes)
 
 
 def _iso(value: datetime | None) -> str | None:

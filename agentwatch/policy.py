@@ -1,6 +1,6 @@
 """The health policy: a pure function from (record, probe result, policy, now) to a new record.
 
-Rules (DESIGN.md):
+Rules (README "Health policy"):
 - A failure below `failure_threshold` makes the agent degraded; at the threshold it is unhealthy,
   with the reason "unreachable after N consecutive health checks: <probe reason>" and `since` the
   time it became so.

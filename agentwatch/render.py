@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .cycle import FleetRow
 from .models import AgentState, Transition
 from .registry import AgentSpec
+from .uptime import Availability, format_percent
 
-__all__ = ["STATE_ICON", "fleet_summary", "transition_markdown"]
+__all__ = ["STATE_ICON", "fleet_summary", "fleet_table", "transition_markdown", "with_uptime"]
 
 STATE_ICON = {
     AgentState.HEALTHY: "🟢",
@@ -56,6 +57,51 @@ def fleet_summary(rows: Sequence[FleetRow]) -> str:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     order = [s.value for s in AgentState]
     return ", ".join(f"{counts[s]} {s}" for s in order if s in counts) or "no agents"
+
+
+# Worst first: the rows a reader of a capped fleet table must not miss.
+_SEVERITY = {
+    s.value: i
+    for i, s in enumerate(
+        [
+            AgentState.FAILED,
+            AgentState.UNHEALTHY,
+            AgentState.DEGRADED,
+            AgentState.STARTING,
+            AgentState.UNKNOWN,
+            AgentState.STOPPED,
+            AgentState.PAUSED,
+            AgentState.UNMANAGED,
+            AgentState.HEALTHY,
+        ]
+    )
+}
+
+
+def fleet_table(rows: Sequence[FleetRow], cap: int) -> tuple[list[FleetRow], str]:
+    """The rows of the fleet table artifact and its description. Past `cap` agents, the table keeps
+    the agents that are not healthy first (worst first, then registry order) and says how many it
+    left out, so it stays readable, and under the server's event size limit, at any fleet size."""
+    summary = fleet_summary(rows)
+    if len(rows) <= cap:
+        return list(rows), f"Fleet: {summary}"
+    order = sorted(range(len(rows)), key=lambda i: (_SEVERITY.get(rows[i]["state"], 0), i))
+    shown = [rows[i] for i in order[:cap]]
+    return shown, f"Fleet: {summary}. Showing {cap} of {len(rows)} agents, worst first; `agentwatch status` lists all."
+
+
+def with_uptime(
+    rows: Sequence[FleetRow], uptimes: Mapping[str, Mapping[str, Availability]], window: str = "24h"
+) -> list[FleetRow]:
+    """The fleet table's rows with an `uptime_<window>` column before the reason: `99.95%`, or `-`
+    for an agent not monitored in that window (agentwatch.uptime.fleet_uptime gives `uptimes`)."""
+    key = f"uptime_{window}"
+    out = []
+    for row in rows:
+        cell = format_percent(uptimes.get(row["id"], {}).get(window))
+        reason = row.get("reason")
+        out.append({**{k: v for k, v in row.items() if k != "reason"}, key: cell, "reason": reason})
+    return out
 
 
 def _cell(text: str) -> str:

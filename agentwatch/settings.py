@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     artifact_concurrency: int = Field(
         default=20, ge=1, le=500, description="per-agent artifacts written to the Prefect API at once"
     )
+    registry_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="largest registry file accepted; a bigger one is refused before parsing (YAML takes about "
+        "20 times its size in memory)",
+    )
     heartbeat_max_body_bytes: int = Field(
         default=10 * 1024, ge=0, le=1024 * 1024, description="largest ping body the heartbeat server accepts (413)"
     )
@@ -52,6 +59,26 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=10_000, description="pings per second allowed per agent on average; 0 = no limit (429)"
     )
     heartbeat_burst: int = Field(default=5, ge=1, le=10_000, description="pings per agent allowed in a burst")
+    heartbeat_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds a heartbeat client has from opening a connection (or its previous answer) to the "
+        "end of its request, headers and body included; then the connection is closed",
+    )
+    heartbeat_keep_alive: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle keep-alive connection to the heartbeat server stays open",
+    )
+    heartbeat_max_connections: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="client connections the heartbeat server keeps open at once; 0 = derived from the open-file "
+        "limit (RLIMIT_NOFILE less a reserve); at the cap the oldest connection still waiting for a request is closed",
+    )
     heartbeat_flush_interval: float = Field(
         default=0.5, gt=0, le=60, description="seconds between the heartbeat server's batched store writes"
     )
@@ -68,7 +95,9 @@ class Settings(BaseSettings):
         default=32, ge=1, le=256, description="Docker engine calls in flight at once (inspect, stop, restart)"
     )
     docker_labels: bool = Field(
-        default=True, description="register containers labelled agentwatch.agent=<id> at each monitor run"
+        default=False,
+        description="register containers labelled agentwatch.agent=<id> at each monitor run (opt-in: whoever can "
+        "start a container on the engine then adds agents to the fleet; set AGENTWATCH_DOCKER_SCOPE with it)",
     )
     docker_scope: str | None = Field(
         default=None,
@@ -94,6 +123,58 @@ class Settings(BaseSettings):
         default=True,
         description="the monitor reconciles Docker agents that went down as a sub-flow; false leaves it to the "
         "'restart failed docker agents' automation (agentwatch bootstrap), which also retries no deferred restart",
+    )
+
+    # The outbox (issue "Never silent"): every transition is published, however long the API was away.
+    publish_max: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="transitions published per run with an event and an artifact each; a larger backlog drains "
+        "over several runs, oldest first",
+    )
+    publish_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="bound on one publish step's Prefect API calls; what is left is published by the next run",
+    )
+    publish_lease: Duration = Field(
+        default=timedelta(minutes=2),
+        description="how long a run holds the transitions it is publishing; a killed run's rows are taken again after",
+    )
+    first_seen_fold: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        description="more first sights of healthy agents than this in one publish are one agentwatch.fleet.first-seen "
+        "event, not one event and artifact each",
+    )
+    fleet_table_rows: int = Field(
+        default=500,
+        ge=10,
+        le=20_000,
+        description="rows of the fleet table artifact (agents not healthy first); agentwatch status shows them all",
+    )
+    log_transitions: int = Field(
+        default=20, ge=0, le=10_000, description="transitions logged one per line per run; the rest are counted"
+    )
+    monitor_timeout: Duration = Field(
+        default=timedelta(minutes=10),
+        description="a monitor run that takes longer is stopped and fails (its committed transitions are kept)",
+    )
+    forget_max_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a registry that would make one run forget more than this share of the stored agents (and more "
+        "than 10) is suspicious: nobody is forgotten and a warning says why; 1 = no guard",
+    )
+
+    # Docker label registration (issue "Hostile input"): what a container's labels may make the monitor do.
+    docker_label_probe_hosts: str = Field(
+        default="",
+        description="comma-separated hosts, IP addresses or networks (CIDR) that agentwatch.probe.http/.tcp labels "
+        "may target besides the container's own addresses; `*` allows any. Empty: the container's own IPs, and "
+        "ports it published on this host, only",
     )
 
     @field_validator("database_url")

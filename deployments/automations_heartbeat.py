@@ -6,7 +6,7 @@
 
 No heartbeat server is involved: the Prefect server's trigger engine keeps one timer per agent
 (`for_each` the resource id) and fires when no heartbeat arrived for `within` after the last one.
-DESIGN.md: only a proactive trigger with `after` equal to `expect` works per agent on 3.8 OSS, and
+docs/decisions.md: only a proactive trigger with `after` equal to `expect` works per agent on 3.8 OSS, and
 it fires about `within` + 3.5 s after the last event. This module only defines the automation;
 creating it on a server is bootstrap's job.
 """

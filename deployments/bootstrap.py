@@ -7,6 +7,11 @@
 2. Notification blocks: one per route (deployments/notifications.py).
 3. Automations: deployments/automations.py. Those tagged `agentwatch` with an agentwatch name that
    the registry no longer asks for (a removed route) are deleted, as are their blocks.
+4. Arming: one `agentwatch.monitor.armed` event, posted (and acknowledged, 204) after the
+   automations are in place, starts the "monitor stalled" window now: a monitor that never
+   completes a cycle after bootstrap is reported. When that automation was just created or
+   updated, the event is posted once more after the server's automation reload period, in case its
+   trigger service runs in another process and had not loaded it yet.
 
 Each object is compared with what the server has: created, updated, removed or unchanged. A second
 run with the same registry changes nothing and says so. No URL or secret is ever printed.
@@ -26,16 +31,20 @@ from uuid import UUID
 
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.events import AutomationCore
+from prefect.events import AutomationCore, Event
 from prefect.exceptions import ObjectNotFound
 
+from agentwatch.events import MONITOR_ARMED, monitor_resource
 from agentwatch.registry import Registry, load_registry
-from deployments.automations import TAG, wanted_automations
+from deployments.automations import MONITOR_STALLED_NAME, TAG, configured_heartbeat, wanted_automations
 from deployments.notifications import block_fingerprint, block_name, resolve_url, route_block
 
-__all__ = ["Change", "bootstrap"]
+__all__ = ["Change", "arm_monitor", "bootstrap"]
 
 RECONCILE = "reconcile-fleet/reconcile"
+# A Prefect trigger service in another process than the API reloads automations every 5 s
+# (prefect.server.events.triggers.consumer): re-arm after that when the automation just changed.
+REARM_AFTER = 6.0
 _OURS = re.compile(r"^agentwatch: [a-z0-9-]+: agent (down|recovered)$")
 
 
@@ -57,8 +66,15 @@ async def bootstrap(
     work_pool: str | None = None,
     deployments: bool = True,
     echo: Callable[[str], None] = print,
+    heartbeat_seconds: int | None = None,
 ) -> list[Change]:
-    """Create or update everything the registry asks for; print one line per object and a summary."""
+    """Create or update everything the registry asks for; print one line per object and a summary.
+
+    `heartbeat_seconds`: the flow-run heartbeat of the processes that run the deployments, which
+    sets the zombie guard's window (default: PREFECT_FLOWS_HEARTBEAT_FREQUENCY when set, else 30,
+    what `python -m deployments.serve` gives its runs).
+    """
+    heartbeat = heartbeat_seconds if heartbeat_seconds is not None else configured_heartbeat()
     path = str(Path(registry_path).resolve())
     registry = load_registry(path)
     changes: list[Change] = []
@@ -75,12 +91,24 @@ async def bootstrap(
         if reconcile_id is None:
             echo(f"note: no {RECONCILE} deployment: the Docker reconcile automation is left out")
         blocks = await _apply_blocks(registry, done)
-        wanted = wanted_automations(registry, blocks, reconcile_id, timedelta(seconds=interval))
+        wanted = wanted_automations(registry, blocks, reconcile_id, timedelta(seconds=interval), heartbeat)
         await _apply_automations(client, wanted, done)
         await _prune_blocks(client, registry, done)
+        await arm_monitor(client)
+        if any(c.name == MONITOR_STALLED_NAME and c.action != "unchanged" for c in changes):
+            await asyncio.sleep(REARM_AFTER)
+            await arm_monitor(client)
     touched = [c for c in changes if c.action != "unchanged"]
     echo("nothing to change" if not touched else _summary(touched))
     return changes
+
+
+async def arm_monitor(client: PrefectClient, by: str = "bootstrap") -> None:
+    """Start the "monitor stalled" window now: post `agentwatch.monitor.armed` and wait for the
+    server's acknowledgement (204), unlike `emit_event`, which queues and may drop it."""
+    event = Event(event=MONITOR_ARMED, resource=monitor_resource(), payload={"by": by})
+    response = await client._client.post("/events", json=[event.model_dump(mode="json")])
+    response.raise_for_status()
 
 
 async def _apply_deployments(client: PrefectClient, path: str, interval: float, pool: str | None) -> list[Change]:
@@ -111,7 +139,7 @@ def _runner_fingerprint(deployment: Any, pool: str | None) -> dict[str, Any]:
         "tags": sorted(deployment.tags),
         "parameters": deployment.model_dump(mode="json", include={"parameters"})["parameters"],
         "schedules": sorted(_interval(s.schedule) for s in deployment.schedules or []),
-        "concurrency": (deployment.concurrency_limit, options.collision_strategy.value if options else None),
+        "concurrency": _concurrency(deployment.concurrency_limit, options),
         "work_pool": pool,
     }
 
@@ -126,10 +154,16 @@ def _deployment_fingerprint(existing: Any, pool: str | None) -> dict[str, Any]:
         "tags": sorted(existing.tags),
         "parameters": existing.parameters,
         "schedules": sorted(_interval(s.schedule) for s in existing.schedules),
-        "concurrency": (limit, options.collision_strategy.value if options else None),
+        "concurrency": _concurrency(limit, options),
         # Without --work-pool an update leaves the server's pool as it is: compare it only when given.
         "work_pool": existing.work_pool_name if pool else None,
     }
+
+
+def _concurrency(limit: int | None, options: Any) -> tuple[Any, ...]:
+    if options is None:
+        return (limit, None, None)
+    return (limit, options.collision_strategy.value, options.grace_period_seconds)
 
 
 def _interval(schedule: Any) -> float:

@@ -2,7 +2,7 @@
 chat's own payload shape.
 
 Why not `SlackWebhook` and friends: apprise refuses any URL that is not the service's own, so those
-blocks cannot point at a receiver on 127.0.0.1 (DESIGN.md); a custom webhook with the chat's
+blocks cannot point at a receiver on 127.0.0.1 (docs/decisions.md); a custom webhook with the chat's
 payload works against the real service and a local receiver alike.
 
 The URL is read from the route's environment variable or Prefect Secret block here, at bootstrap,

@@ -1,8 +1,9 @@
 """Operator flows, for agents of every kind: pause, resume and the fleet's status. Run them from the
 Prefect UI (deployments `pause-agent`, `resume-agent`, `fleet-status`) or the `agentwatch` CLI.
 
-Pause and resume write the record with compare-and-swap and publish the transition like the
-monitor does (an `agentwatch.agent.paused` event and an `agent-<id>` artifact version).
+Pause and resume write the record with compare-and-swap and publish the transition through the
+outbox like the monitor does (an `agentwatch.agent.paused` event and an `agent-<id>` artifact
+version); if the API fails them, the next monitor run publishes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from agentwatch.maintenance import read_status, require_agent, set_paused, set_r
 from agentwatch.registry import Registry, load_registry
 from agentwatch.settings import get_settings
 from agentwatch.store import CommitResult, StateStore
-from tasks.recording import publish_transitions, write_fleet_table
+from tasks.publishing import publish_pending
+from tasks.recording import write_fleet_table
 
 
 @flow(name="pause-agent", log_prints=False)
@@ -72,11 +74,13 @@ async def _change(registry: Registry, agent_id: str, change: Change) -> dict[str
     async with StateStore(get_settings().resolved_database_url()) as store:
         result = await change(store, datetime.now(UTC))
         row = (await read_status(store, registry, datetime.now(UTC), [agent_id]))[0]
-    for t in result.transitions:
-        logger.info("%s: %s -> %s (%s)", t.agent_id, t.from_state.value, t.to_state.value, t.reason)
-    if not result.saved:
-        logger.info("%s: nothing to change", agent_id)
-    await publish_transitions(result.transitions, registry, run_url=flow_run.ui_url)
+        for t in result.transitions:
+            logger.info("%s: %s -> %s (%s)", t.agent_id, t.from_state.value, t.to_state.value, t.reason)
+        if not result.saved:
+            logger.info("%s: nothing to change", agent_id)
+        report = await publish_pending(store, registry, run_url=flow_run.ui_url)
+    if report.error:
+        logger.warning("The change is stored; the next monitor run publishes it (%s)", report.error)
     return row
 
 

@@ -1,20 +1,30 @@
-"""The reconcile flow: bring Docker-backed agents back in line with the fleet.
+"""Reconcile: bring Docker-backed agents back in line with the fleet.
 
-A sub-flow of the monitor (for Docker agents that turned failed or unhealthy, or whose deferred
-restart is due), its own deployment (started by hand from the Prefect UI, or by an automation with
-`agent_ids` from an event), and `agentwatch reconcile`. The plan is made by
-agentwatch.docker.reconcile; this flow observes, stores, acts and reports.
+Two entry points, one body (`reconcile_step`, a task):
+- `reconcile_fleet`, a flow: its own deployment (started by hand from the Prefect UI, or by an
+  automation with `agent_ids` from an event) and `agentwatch reconcile`. It loads the registry,
+  lists the engine and reads the store itself.
+- `reconcile_in_cycle`, the monitor's hook: tasks inside the monitor's run, with the monitor's
+  fleet, store session, engine connection, container listing and records; it re-reads none of them.
+  Not a sub-flow: a sub-flow's parameters are validated and sent to the API, and a store session
+  or an engine connection cannot travel that way.
+
+The plan is made by agentwatch.docker.reconcile; this module observes, stores, acts and reports.
+An engine that cannot be reached is said once: the standalone flow ends Failed with that message
+and an artifact saying why; the monitor's hook reconciles nothing (those agents were recorded
+unknown, not failed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.runtime import flow_run
 
@@ -29,10 +39,30 @@ from agentwatch.models import AgentRecord, AgentState, ProbeResult, Transition
 from agentwatch.registry import Registry, load_registry
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
-from tasks.containers import Outcome, act_on_containers, observe_containers
-from tasks.recording import publish_transitions
+from tasks.containers import (
+    Observation,
+    Outcome,
+    act_on_containers,
+    not_run,
+    observe_containers,
+    quietly,
+    refresh_for,
+)
+from tasks.params import unvisited
+from tasks.publishing import publish_pending
+
+__all__ = ["ReconcileResult", "reconcile_deployment", "reconcile_fleet", "reconcile_in_cycle", "reconcile_step"]
 
 ARTIFACT_KEY = "agentwatch-reconcile"
+PLAN_LINES = 50  # plan steps logged one per line; the artifact has them all
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """The rows of the plan (with outcomes) and the transitions reconcile committed."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
 
 
 @flow(name="reconcile-fleet", log_prints=False)
@@ -47,14 +77,13 @@ async def reconcile_fleet(
     """Record how Docker agents' containers exited, remove orphans, restart unhealthy agents.
 
     Args:
-        registry_path: The registry file; containers labelled agentwatch.agent=<id> join it.
+        registry_path: The registry file; with AGENTWATCH_DOCKER_LABELS, containers labelled agentwatch.agent=<id> join it.
         agent_ids: Only these agents (empty: none, only orphans); leave unset for every Docker agent.
         dry_run: Only plan: write the plan as an artifact and change nothing.
         remove_orphans: Remove containers labelled agentwatch.managed=true that no agent owns.
         restart_unhealthy: Restart failed or unhealthy agent containers, within the restart budget.
         orphan_min_age: Leave orphans younger than this alone (e.g. 60s, 5m): they may be starting.
     """
-    logger = get_run_logger()
     settings = get_settings()
     options = ReconcileOptions(
         agent_ids=frozenset(agent_ids) if agent_ids is not None else None,
@@ -64,50 +93,134 @@ async def reconcile_fleet(
         rules=BudgetRules.from_settings(settings),
     )
     registry = load_registry(registry_path)
-    async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
-        try:
-            seen = await observe_containers(engine, registry, options.agent_ids)
-        except EngineUnavailable as exc:
-            logger.error("Reconcile cannot run: %s", exc)
-            raise
-        fleet = seen.fleet
-        records = await store.load()
-        budgets = await store.load_restart_budgets()
-        now = datetime.now(UTC)
-        actions = plan_reconcile(fleet, seen.listed, seen.inspected, records, budgets, options, now)
-        for action in actions:
-            logger.info("plan: %s %s %s: %s", action.kind.value, action.agent_id or "-", _name(action), action.reason)
-        if dry_run:
-            rows = [{**a.row(), "outcome": "planned"} for a in actions]
-            await _report(rows, True, options)
-            return rows
+    async with DockerEngine.from_settings(settings) as engine:
+        seen = await observe_containers(unvisited(engine), unvisited(registry), options.agent_ids)
+        if seen.error is not None:
+            # A returned state is the run's final state (a direct caller gets its EngineUnavailable).
+            return cast(list[dict[str, Any]], await not_run("Reconcile", seen.error, ARTIFACT_KEY, _shown(options)))
+        async with StateStore(settings.resolved_database_url()) as store:
+            records = await store.load()
+            budgets = await store.load_restart_budgets()
+            result = await reconcile_step(
+                unvisited(store),
+                unvisited(engine),
+                unvisited(seen),
+                unvisited(records),
+                unvisited(budgets),
+                options,
+                dry_run=dry_run,
+                run_url=flow_run.ui_url,
+            )
+    return result.rows
 
-        actions = await _claim_budgets(store, actions, logger)
-        await store.drop_missing_restart_budgets(fleet.ids)
-        # Exit information first, then the actions, then what they led to: the agent's history
-        # reads "failed: exited with code 3" before "starting: restarted".
-        wanted = [(a.agent_id, a.state, a.reason) for a in actions if a.kind in (Kind.RECORD, Kind.EXHAUSTED)]
-        first = await store.commit(asserted_changes(fleet, records, _agents(wanted), now), run_id=_run_id())
-        records = {**records, **{r.agent_id: r for r in first.saved}}
-        outcomes = await act_on_containers(engine, actions, fleet, settings.docker_stop_timeout.total_seconds())
-        restarted = [
-            (o.action.agent_id, AgentState.STARTING, f"restarted: {o.action.reason}")
-            for o in outcomes
-            if o.ok and o.action.kind in (Kind.START, Kind.RESTART)
-        ]
-        second = await store.commit(
-            asserted_changes(fleet, records, _agents(restarted), datetime.now(UTC)), run_id=_run_id()
+
+async def reconcile_in_cycle(
+    fleet: Registry,
+    store: StateStore,
+    engine: DockerEngine,
+    observation: Observation,
+    records: Mapping[str, AgentRecord],
+    budgets: Mapping[str, RestartBudget],
+    results: Sequence[ProbeResult],
+    transitions: Sequence[Transition],
+    run_url: str | None = None,
+) -> list[Transition]:
+    """The monitor's hook, after it committed (and published) its cycle: reconcile the Docker
+    agents that just turned failed or unhealthy (a vanished container turns failed), and those
+    whose deferred restart is due, with what the monitor already holds. Returns the transitions
+    reconcile committed (already published, or left in the outbox for the next run).
+
+    Reads from the engine only a fresh inspect of the candidates' containers; from the store
+    nothing but the budgets it writes with compare-and-swap. An unreachable engine is said once,
+    and nothing is reconciled: the agents it hides were recorded unknown, not failed."""
+    logger = get_run_logger()
+    unreachable = [r.agent_id for r in results if r.state is AgentState.UNKNOWN and r.reason == UNREACHABLE]
+    if unreachable:
+        logger.warning(
+            "Docker engine unreachable: %d Docker agent(s) recorded unknown (not failed); reconcile skipped",
+            len(unreachable),
         )
+    if unreachable or observation.error:
+        return []
+    settings = get_settings()
+    ids = reconcile_candidates(fleet, transitions, records, budgets, datetime.now(UTC))
+    if not ids:
+        return []
+    logger.info("Reconciling %d Docker agent(s): %s", len(ids), ", ".join(ids[:10]))
+    options = ReconcileOptions(agent_ids=frozenset(ids), rules=BudgetRules.from_settings(settings))
+    try:
+        seen = await refresh_for(engine, replace(observation, fleet=fleet), ids)
+    except EngineUnavailable as exc:
+        logger.warning("Reconcile skipped: %s", exc)
+        return []
+    result = await reconcile_step(
+        unvisited(store),
+        unvisited(engine),
+        unvisited(seen),
+        unvisited(records),
+        unvisited(budgets),
+        options,
+        dry_run=False,
+        run_url=run_url,
+    )
+    return result.transitions
 
+
+@task(name="reconcile-docker-agents", cache_policy=NONE)
+async def reconcile_step(
+    store: StateStore,
+    engine: DockerEngine,
+    seen: Observation,
+    records: Mapping[str, AgentRecord],
+    budgets: Mapping[str, RestartBudget],
+    options: ReconcileOptions,
+    dry_run: bool = False,
+    run_url: str | None = None,
+) -> ReconcileResult:
+    """Plan, then (unless `dry_run`) claim budgets, record exits, act, record restarts, publish
+    the transitions and write the `agentwatch-reconcile` artifact."""
+    logger = get_run_logger()
+    settings = get_settings()
+    fleet = seen.fleet
+    now = datetime.now(UTC)
+    actions = plan_reconcile(fleet, seen.listed, seen.inspected, records, budgets, options, now)
+    for action in actions[:PLAN_LINES]:
+        logger.info("plan: %s %s %s: %s", action.kind.value, action.agent_id or "-", _name(action), action.reason)
+    if len(actions) > PLAN_LINES:
+        logger.info("plan: ... and %d more step(s) (the artifact has them all)", len(actions) - PLAN_LINES)
+    if dry_run:
+        rows = [{**a.row(), "outcome": "planned"} for a in actions]
+        await _report(rows, True, options)
+        return ReconcileResult(rows)
+
+    actions = await _claim_budgets(store, actions, logger)
+    await store.drop_missing_restart_budgets(fleet.ids)
+    # Exit information first, then the actions, then what they led to: the agent's history
+    # reads "failed: exited with code 3" before "starting: restarted".
+    wanted = [(a.agent_id, a.state, a.reason) for a in actions if a.kind in (Kind.RECORD, Kind.EXHAUSTED)]
+    first = await store.commit(asserted_changes(fleet, records, _agents(wanted), now), run_id=_run_id())
+    records = {**records, **{r.agent_id: r for r in first.saved}}
+    outcomes = await act_on_containers(
+        unvisited(engine), unvisited(actions), unvisited(fleet), settings.docker_stop_timeout.total_seconds()
+    )
+    restarted = [
+        (o.action.agent_id, AgentState.STARTING, f"restarted: {o.action.reason}")
+        for o in outcomes
+        if o.ok and o.action.kind in (Kind.START, Kind.RESTART)
+    ]
+    second = await store.commit(
+        asserted_changes(fleet, records, _agents(restarted), datetime.now(UTC)), run_id=_run_id()
+    )
     if conflicts := sorted({*first.conflicts, *second.conflicts}):
         logger.warning("Records changed meanwhile by another run, kept theirs: %s", ", ".join(conflicts[:10]))
-    transitions: list[Transition] = [*first.transitions, *second.transitions]
-    await publish_transitions(transitions, fleet, settings.artifact_concurrency, flow_run.ui_url)
+    published = await publish_pending(store, fleet, run_url=run_url)
+    if published.error:
+        logger.warning("Reconcile's state changes are stored; the next run publishes them (%s)", published.error)
     rows = _rows(actions, outcomes)
     await _report(rows, False, options)
     done = sum(1 for o in outcomes if o.ok)
     logger.info("Reconcile: %d action(s) planned, %d container action(s) done", len(actions), done)
-    return rows
+    return ReconcileResult(rows, [*first.transitions, *second.transitions])
 
 
 async def _claim_budgets(store: StateStore, actions: list[Action], logger: Any) -> list[Action]:
@@ -145,18 +258,24 @@ def _rows(actions: Sequence[Action], outcomes: Sequence[Outcome]) -> list[dict[s
     return rows
 
 
-async def _report(rows: list[dict[str, Any]], dry_run: bool, options: ReconcileOptions) -> None:
-    settings = {
+def _shown(options: ReconcileOptions) -> dict[str, Any]:
+    return {
         "agent_ids": sorted(options.agent_ids) if options.agent_ids is not None else "all",
         "remove_orphans": options.remove_orphans,
         "restart_unhealthy": options.restart_unhealthy,
         "orphan_min_age": format_duration(options.orphan_min_age),
         "restart budget": f"{options.rules.max_restarts} per {format_duration(options.rules.window)}",
     }
-    await acreate_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=reconcile_markdown(rows, dry_run=dry_run, settings=settings),
-        description=("Reconcile plan (dry run)" if dry_run else "Reconcile actions") + f": {len(rows)} step(s)",
+
+
+async def _report(rows: list[dict[str, Any]], dry_run: bool, options: ReconcileOptions) -> None:
+    await quietly(
+        acreate_markdown_artifact(
+            key=ARTIFACT_KEY,
+            markdown=reconcile_markdown(rows, dry_run=dry_run, settings=_shown(options)),
+            description=("Reconcile plan (dry run)" if dry_run else "Reconcile actions") + f": {len(rows)} step(s)",
+        ),
+        "the reconcile artifact",
     )
 
 
@@ -166,36 +285,6 @@ def _name(action: Action) -> str:
 
 def _run_id() -> str:
     return str(flow_run.id or "")
-
-
-async def reconcile_after_cycle(
-    registry_path: str,
-    fleet: Registry,
-    engine_error: str | None,
-    results: Sequence[ProbeResult],
-    transitions: Sequence[Transition],
-    records: Mapping[str, AgentRecord],
-    budgets: Mapping[str, RestartBudget],
-) -> None:
-    """The monitor's hook: reconcile, as a sub-flow, the Docker agents that turned failed or
-    unhealthy (or whose deferred restart is due). An unreachable engine is said so, once, and
-    nothing is reconciled: the agents it hides were recorded unknown, not failed."""
-    logger = get_run_logger()
-    unreachable = [r.agent_id for r in results if r.state is AgentState.UNKNOWN and r.reason == UNREACHABLE]
-    if unreachable:
-        logger.warning(
-            "Docker engine unreachable: %d Docker agent(s) recorded unknown (not failed); reconcile skipped",
-            len(unreachable),
-        )
-    if unreachable or engine_error:
-        return
-    ids = reconcile_candidates(fleet, transitions, records, budgets, datetime.now(UTC))
-    if not ids:
-        return
-    logger.info("Reconciling %d Docker agent(s): %s", len(ids), ", ".join(ids[:10]))
-    state = await reconcile_fleet(registry_path=registry_path, agent_ids=ids, return_state=True)
-    if not state.is_completed():
-        logger.warning("Reconcile sub-flow ended %s: %s", state.name, state.message)
 
 
 def reconcile_deployment(registry: str) -> Any:

@@ -8,7 +8,7 @@ for a monitor host that goes down while the agents it watches carry on.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
@@ -20,13 +20,14 @@ from agentwatch.docker.fleet import asserted_changes
 from agentwatch.docker.report import shutdown_markdown
 from agentwatch.docker.shutdown import StopTarget, plan_shutdown
 from agentwatch.durations import format_duration, parse_duration
-from agentwatch.errors import EngineUnavailable
+from agentwatch.events import FLEET_SHUTDOWN, fleet_resource
 from agentwatch.models import AgentState
 from agentwatch.registry import load_registry
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
-from tasks.containers import observe_containers, stop_containers
-from tasks.recording import publish_transitions
+from tasks.containers import not_run, observe_containers, quietly, stop_containers
+from tasks.params import unvisited
+from tasks.publishing import publish_pending
 
 ARTIFACT_KEY = "agentwatch-shutdown"
 
@@ -41,7 +42,7 @@ async def shutdown_fleet(
     """Stop every container labelled agentwatch.managed=true, all at once, and record its agent stopped.
 
     Args:
-        registry_path: The registry file; containers labelled agentwatch.agent=<id> join it.
+        registry_path: The registry file; with AGENTWATCH_DOCKER_LABELS, containers labelled agentwatch.agent=<id> join it.
         leave_running: Stop nothing, only record that the fleet was left running.
         stop_timeout: Time between SIGTERM and SIGKILL for each container (e.g. 10s, 1m).
         agent_ids: Only these agents' containers; leave unset for every managed container.
@@ -52,11 +53,11 @@ async def shutdown_fleet(
     timeout = parse_duration(stop_timeout)
     registry = load_registry(registry_path)
     async with DockerEngine.from_settings(settings) as engine:
-        try:
-            seen = await observe_containers(engine, registry, agent_ids)
-        except EngineUnavailable as exc:
-            logger.error("Shutdown cannot run: %s", exc)
-            raise
+        seen = await observe_containers(unvisited(engine), unvisited(registry), agent_ids)
+        if seen.error is not None:
+            shown = {"leave_running": leave, "stop_timeout": format_duration(timeout), "agent_ids": agent_ids or "all"}
+            # A returned state is the run's final state (a direct caller gets its EngineUnavailable).
+            return cast(list[dict[str, Any]], await not_run("Shutdown", seen.error, ARTIFACT_KEY, shown))
         fleet = seen.fleet
         targets = plan_shutdown(fleet, seen.listed, seen.inspected, agent_ids)
         if leave:
@@ -68,31 +69,36 @@ async def shutdown_fleet(
             logger.info(
                 "Shutdown: stopping %d of %d managed container(s)", sum(t.needs_stop for t in targets), len(targets)
             )
-            results = await stop_containers(engine, targets, fleet, timeout.total_seconds())
+            results = await stop_containers(
+                unvisited(engine), unvisited(targets), unvisited(fleet), timeout.total_seconds()
+            )
             errors = {t.container.id: error for t, error in results}
             stopped = [t for t, error in results if not error]
             rows = [_row(t, errors) for t in targets]
 
-    transitions = []
     if stopped:
         reason = f"stopped by shutdown (SIGTERM, SIGKILL after {format_duration(timeout)})"
         wanted = [(t.agent_id, AgentState.STOPPED, reason) for t in stopped if t.agent_id is not None]
         async with StateStore(settings.resolved_database_url()) as store:
             records = await store.load([agent for agent, _, _ in wanted])
-            commit = await store.commit(
+            await store.commit(
                 asserted_changes(fleet, records, wanted, datetime.now(UTC)), run_id=str(flow_run.id or "")
             )
-        transitions = commit.transitions
-        await publish_transitions(transitions, fleet, settings.artifact_concurrency, flow_run.ui_url)
+            published = await publish_pending(store, fleet, run_url=flow_run.ui_url)
+        if published.error:
+            logger.warning("The stops are stored; the next monitor run publishes them (%s)", published.error)
     emit_event(
-        event="agentwatch.fleet.shutdown",
-        resource={"prefect.resource.id": "agentwatch.fleet", "prefect.resource.name": "agentwatch fleet"},
+        event=FLEET_SHUTDOWN,
+        resource=fleet_resource(),
         payload={"leave_running": leave, "managed": len(targets), "stopped": len(stopped), "agent_ids": agent_ids},
     )
-    await acreate_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=shutdown_markdown(rows, leave_running=leave, stop_timeout=format_duration(timeout)),
-        description=f"Shutdown: {len(stopped)} stopped" + (" (leave_running)" if leave else ""),
+    await quietly(
+        acreate_markdown_artifact(
+            key=ARTIFACT_KEY,
+            markdown=shutdown_markdown(rows, leave_running=leave, stop_timeout=format_duration(timeout)),
+            description=f"Shutdown: {len(stopped)} stopped" + (" (leave_running)" if leave else ""),
+        ),
+        "the shutdown artifact",
     )
     return rows
 

@@ -1,5 +1,10 @@
 """Prefect tasks around the Docker backend: find containers, act on them, and say so.
 
+The monitor lists the engine once per run (`discover_docker_agents`: managed and agent-labelled
+containers, the fleet's label agents) and hands that Observation to reconcile; the standalone
+reconcile and shutdown flows list through `observe_containers`. Neither raises for an engine that
+cannot be reached: the Observation carries the error, and the caller says it once.
+
 Every start, stop, restart and removal is logged and emitted as `agentwatch.container.<action>` on
 the agent's resource (`agentwatch.agent.<id>`), or on `agentwatch.container.<container-id>` for a
 container no agent owns, so automations match them like the agents' own state events.
@@ -8,26 +13,28 @@ container no agent owns, so automations match them like the agents' own state ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
+from prefect.states import Failed, State
 
 from agentwatch.docker import AGENT_LABEL, MANAGED_LABEL, ContainerInfo, ContainerOpFailed, DockerEngine
 from agentwatch.docker.fleet import bind_containers
 from agentwatch.docker.labels import is_docker_agent, with_label_agents
 from agentwatch.docker.reconcile import Action, Kind
+from agentwatch.docker.report import not_run_markdown
 from agentwatch.docker.shutdown import StopTarget
+from agentwatch.docker.targets import HostAllowList
 from agentwatch.errors import EngineUnavailable, Problem
+from agentwatch.events import CONTAINER_PREFIX, agent_resource, container_event_name
 from agentwatch.registry import Registry
-from agentwatch.settings import get_settings
-from tasks.recording import agent_resource
+from agentwatch.settings import Settings, get_settings
 
-EVENT = "agentwatch.container.{}"
 _PAST = {
     Kind.START: "started",
     Kind.RESTART: "restarted",
@@ -56,7 +63,7 @@ def container_resource(info: ContainerInfo, agent_id: str | None, fleet: Registr
     if agent_id is not None:
         resource = agent_resource(agent_id, fleet.get(agent_id))
     else:
-        resource = {"prefect.resource.id": f"agentwatch.container.{info.id}"}
+        resource = {"prefect.resource.id": CONTAINER_PREFIX + info.id}
     resource.update({"agentwatch.container.id": info.id, "agentwatch.container.name": info.name})
     return resource
 
@@ -65,56 +72,116 @@ def emit_container_event(
     action: str, info: ContainerInfo, agent_id: str | None, fleet: Registry, **payload: Any
 ) -> None:
     emit_event(
-        event=EVENT.format(action),
+        event=container_event_name(action),
         resource=container_resource(info, agent_id, fleet),
         payload={"container": info.name, "container_id": info.short_id, "agent": agent_id, **payload},
     )
 
 
-@task(name="discover-docker-agents", cache_policy=NONE)
-async def discover_docker_agents(registry: Registry) -> Observation:
-    """Label registration: the registry plus containers labelled `agentwatch.agent=<id>`.
+def _allowed(settings: Settings) -> tuple[HostAllowList, list[Problem]]:
+    try:
+        return HostAllowList.parse(settings.docker_label_probe_hosts), []
+    except ValueError as exc:
+        why = f"AGENTWATCH_DOCKER_LABEL_PROBE_HOSTS ignored ({exc}): label probes target their own container only"
+        return HostAllowList(), [Problem(None, "docker_label_probe_hosts", why)]
 
-    An unreachable engine is logged once and leaves the registry as it is; it fails nothing."""
+
+async def list_fleet_containers(engine: DockerEngine, registry: Registry, settings: Settings) -> Observation:
+    """One listing of what the fleet needs from the engine: managed and agent-labelled containers
+    (in AGENTWATCH_DOCKER_SCOPE), the agents their labels register (when AGENTWATCH_DOCKER_LABELS is
+    on), and a Problem for each label that claims a registry agent. Raises EngineUnavailable."""
+    managed, labelled = await asyncio.gather(
+        engine.list_containers({MANAGED_LABEL: None}), engine.list_containers({AGENT_LABEL: None})
+    )
+    listed = list({info.id: info for info in [*managed, *labelled]}.values())
+    allowed, problems = _allowed(settings)
+    fleet, found = with_label_agents(registry, listed, register=settings.docker_labels, allowed=allowed)
+    return Observation(fleet, listed, problems=problems + found)
+
+
+@task(name="discover-docker-agents", cache_policy=NONE)
+async def discover_docker_agents(registry: Registry, engine: DockerEngine | None = None) -> Observation:
+    """The monitor's one look at the engine: label registration (when on) and every managed or
+    agent-labelled container, for the probes, the rules of agentwatch.docker.fleet and reconcile.
+
+    `engine` is the run's one connection (None: one of its own, for callers outside a monitor run).
+    A fleet with no Docker agent and label registration off never touches the engine. An
+    unreachable engine is logged once and leaves the registry as it is; it fails nothing."""
     logger = get_run_logger()
     settings = get_settings()
-    if not settings.docker_labels:
+    uses_docker = any(is_docker_agent(a) for a in registry.agents)
+    if not settings.docker_labels and not uses_docker:
         return Observation(registry)
-    async with DockerEngine.from_settings(settings) as engine:
-        try:
-            listed = await engine.list_containers({AGENT_LABEL: None})
-        except EngineUnavailable as exc:
-            uses_docker = any(is_docker_agent(a) for a in registry.agents)
-            (logger.warning if uses_docker else logger.info)("Label registration skipped: %s", exc)
-            return Observation(registry, error=str(exc))
-    fleet, problems = with_label_agents(registry, listed)
-    for problem in problems:
-        logger.warning("Container labels ignored: %s", problem)
-    added = len(fleet.agents) - len(registry.agents)
+    own = engine is None
+    engine = engine if engine is not None else DockerEngine.from_settings(settings)
+    try:
+        seen = await list_fleet_containers(engine, registry, settings)
+    except EngineUnavailable as exc:
+        (logger.warning if uses_docker else logger.info)("Docker engine not listed: %s", exc)
+        return Observation(registry, error=str(exc))
+    finally:
+        if own:
+            await engine.close()
+    for problem in seen.problems:
+        logger.warning("Docker labels: %s", problem)
+    added = len(seen.fleet.agents) - len(registry.agents)
     if added:
         logger.info("%d agent(s) registered by container labels", added)
-    return Observation(fleet, listed, problems=problems)
+    return seen
 
 
 @task(name="observe-containers", cache_policy=NONE)
 async def observe_containers(
     engine: DockerEngine, registry: Registry, agent_ids: Collection[str] | None
 ) -> Observation:
-    """Managed and agent-labelled containers (filtered by label on the engine), label registration,
-    and an inspect of each docker probe target the listing did not cover. Raises EngineUnavailable."""
-    managed, labelled = await asyncio.gather(
-        engine.list_containers({MANAGED_LABEL: None}), engine.list_containers({AGENT_LABEL: None})
-    )
-    listed = list({info.id: info for info in [*managed, *labelled]}.values())
-    fleet, problems = with_label_agents(registry, listed)
-    refs = [
-        a.probe.docker.container
-        for a in fleet.agents
-        if a.probe and a.probe.docker and (agent_ids is None or a.id in agent_ids)
-    ]
-    missing = [ref for ref in refs if not any(i.id == ref or i.matches(ref) for i in listed)]
-    found = await asyncio.gather(*(engine.inspect(ref) for ref in missing))
-    return Observation(fleet, listed, dict(zip(missing, found, strict=True)), problems)
+    """What the standalone reconcile and shutdown flows act on: the fleet's listing (as
+    `discover_docker_agents`) and an inspect of each docker probe target (of `agent_ids`) the
+    listing did not cover. An unreachable engine is returned in `error`, never raised."""
+    logger = get_run_logger()
+    try:
+        seen = await list_fleet_containers(engine, registry, get_settings())
+        refs = [
+            a.probe.docker.container
+            for a in seen.fleet.agents
+            if a.probe and a.probe.docker and (agent_ids is None or a.id in agent_ids)
+        ]
+        missing = [ref for ref in refs if not any(i.id == ref or i.matches(ref) for i in seen.listed)]
+        found = await asyncio.gather(*(engine.inspect(ref) for ref in missing))
+    except EngineUnavailable as exc:
+        return Observation(registry, error=str(exc))
+    for problem in seen.problems:
+        logger.warning("Docker labels: %s", problem)
+    seen.inspected = dict(zip(missing, found, strict=True))
+    return seen
+
+
+async def refresh_for(engine: DockerEngine, seen: Observation, agent_ids: Collection[str]) -> Observation:
+    """`seen` with a fresh look at each container reconcile may act on for `agent_ids`: the
+    listing is as old as the monitor run (the engine's restart policy may have acted since).
+    A docker probe's target is inspected by its reference, as the probe does; a label agent's
+    container by its id. Raises EngineUnavailable."""
+    bound = seen.bound
+    refs: list[str] = []
+    ids: list[str] = []
+    for agent_id in agent_ids:
+        agent = seen.fleet.get(agent_id)
+        if agent is not None and agent.probe is not None and agent.probe.docker is not None:
+            refs.append(agent.probe.docker.container)
+        elif (info := bound.get(agent_id)) is not None:
+            ids.append(info.id)
+    by_ref = dict(zip(refs, await asyncio.gather(*(engine.inspect(ref) for ref in refs)), strict=True))
+    by_id = dict(zip(ids, await asyncio.gather(*(engine.inspect(i) for i in ids)), strict=True))
+    listed = []
+    for info in seen.listed:
+        if any(info.id == ref or info.matches(ref) for ref in by_ref):
+            continue  # now looked up through `inspected`, by its reference
+        if info.id in by_id:
+            fresh = by_id[info.id]
+            if fresh is not None:
+                listed.append(fresh)
+            continue
+        listed.append(info)
+    return Observation(seen.fleet, listed, {**seen.inspected, **by_ref}, seen.problems, seen.error)
 
 
 @dataclass(frozen=True)
@@ -129,9 +196,38 @@ class Outcome:
         return {**self.action.row(), "outcome": "done" if self.ok else f"failed: {self.detail}"}
 
 
+async def quietly(write: Awaitable[Any], what: str) -> None:
+    """Await an artifact write; a Prefect API that fails it is logged, never fatal: the containers
+    were acted on and the states committed whatever the API says."""
+    try:
+        await write
+    except Exception as exc:  # the API's failure, whatever its type
+        get_run_logger().warning("Could not write %s: %s: %s", what, type(exc).__name__, exc)
+
+
+async def not_run(flow: str, error: str, key: str, shown: Mapping[str, Any] | None = None) -> State[Any]:
+    """End a reconcile or shutdown run the engine would not answer: one clear line in the log, an
+    artifact saying why, and a Failed state with that message (its data is the EngineUnavailable,
+    so a direct caller gets that exception, and the run shows no traceback)."""
+    message = f"{flow} cannot run: {error}"
+    get_run_logger().error(message)
+    await quietly(
+        acreate_markdown_artifact(
+            key=key, markdown=not_run_markdown(flow, error, shown), description=f"{flow} did not run: {error}"[:500]
+        ),
+        f"the {key} artifact",
+    )
+    return Failed(message=message, data=EngineUnavailable(error))
+
+
 async def _progress(total: int, description: str) -> Callable[[], Awaitable[None]]:
-    """A progress artifact, and a callback to advance it by one step (updated every ~5%)."""
-    artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
+    """A progress artifact, and a callback to advance it by one step (updated every ~5%). A Prefect
+    API that fails it only loses the progress bar."""
+    try:
+        artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
+    except Exception as exc:
+        get_run_logger().warning("No progress artifact: %s: %s", type(exc).__name__, exc)
+        artifact_id = None
     done = 0
     shown = 0.0
 
@@ -139,9 +235,9 @@ async def _progress(total: int, description: str) -> Callable[[], Awaitable[None
         nonlocal done, shown
         done += 1
         progress = 100.0 * done / max(total, 1)
-        if progress - shown >= 5 or done == total:
+        if artifact_id is not None and (progress - shown >= 5 or done == total):
             shown = progress
-            await aupdate_progress_artifact(artifact_id=artifact_id, progress=progress)
+            await quietly(aupdate_progress_artifact(artifact_id=artifact_id, progress=progress), "progress")
 
     return step
 
@@ -168,7 +264,7 @@ async def act_on_containers(
                     await engine.stop(info.id, stop_timeout)
                     emit_container_event("stopped", info, action.agent_id, fleet, reason="orphan removal")
                 await engine.remove(info.id)
-        except ContainerOpFailed as exc:
+        except (ContainerOpFailed, EngineUnavailable) as exc:
             logger.warning("%s %s (%s) failed: %s", action.kind.value, info.name, action.agent_id or "orphan", exc)
             return Outcome(action, False, str(exc))
         finally:
@@ -200,7 +296,7 @@ async def stop_containers(
         info = target.container
         try:
             await engine.stop(info.id, stop_timeout)
-        except ContainerOpFailed as exc:
+        except (ContainerOpFailed, EngineUnavailable) as exc:
             logger.warning("stop %s (%s) failed: %s", info.name, target.agent_id or "orphan", exc)
             return target, str(exc)
         finally:

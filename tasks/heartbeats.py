@@ -17,15 +17,15 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 
+from agentwatch.events import AGENT_LATE, HEARTBEAT_BATCH, HEARTBEAT_SERVER_RESOURCE_ID, agent_resource
 from agentwatch.heartbeat.watch import LateWarning
 from agentwatch.registry import Registry
-from tasks.recording import agent_resource
 
 __all__ = ["PrefectBatchSink", "emit_late_warnings", "load_secrets"]
 
 log = logging.getLogger(__name__)
-LATE_EVENT = "agentwatch.agent.late"
-BATCH_EVENT = "agentwatch.heartbeat.batch"
+LATE_EVENT = AGENT_LATE
+BATCH_EVENT = HEARTBEAT_BATCH
 
 
 def emit_late_warnings(warnings: Sequence[LateWarning], registry: Registry) -> int:
@@ -49,7 +49,7 @@ class PrefectBatchSink:
     """
 
     def __init__(self, server_id: str, check_every: float = 30.0) -> None:
-        self.resource = {"prefect.resource.id": f"agentwatch.heartbeat-server.{server_id}"}
+        self.resource = {"prefect.resource.id": f"{HEARTBEAT_SERVER_RESOURCE_ID}.{server_id}"}
         self.check_every = check_every
         self._healthy_until = 0.0
         self.emitted = 0

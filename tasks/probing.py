@@ -1,12 +1,14 @@
 """Prefect tasks that probe agents: one task run per batch of agents, not one per agent.
 
-DESIGN.md: 1,000 task runs cost the server 24-28 s; 50 tasks of 100 agents took 1.3 s."""
+Measured on Prefect 3.8 (docs/decisions.md): 1,000 task runs cost the server 24-28 s; 50 tasks of
+100 agents took 1.3 s."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
+from agentwatch.docker import DockerEngine
 from agentwatch.models import ProbeResult
 from agentwatch.probes import probe_many
 from agentwatch.probes.heartbeat import BeatSnapshot
@@ -15,8 +17,14 @@ from agentwatch.registry import AgentSpec
 
 @task(name="probe-batch", cache_policy=NONE, retries=0, task_run_name="probe-batch-{label}")
 async def probe_batch(
-    agents: list[AgentSpec], concurrency: int, max_body_bytes: int, label: str = "", beats: BeatSnapshot | None = None
+    agents: list[AgentSpec],
+    concurrency: int,
+    max_body_bytes: int,
+    label: str = "",
+    beats: BeatSnapshot | None = None,
+    docker: DockerEngine | None = None,
 ) -> list[ProbeResult]:
     """Probe a batch of agents concurrently; a failed target is a result, never an exception.
-    `beats` are what heartbeat agents are judged by (read once per cycle by the monitor)."""
-    return await probe_many(agents, concurrency=concurrency, max_body_bytes=max_body_bytes, beats=beats)
+    `beats` are what heartbeat agents are judged by (read once per cycle by the monitor); `docker`
+    is the cycle's one engine connection."""
+    return await probe_many(agents, concurrency=concurrency, max_body_bytes=max_body_bytes, beats=beats, docker=docker)

@@ -12,30 +12,16 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
 from agentwatch.cycle import FleetRow
-from agentwatch.docker.labels import is_docker_agent
+from agentwatch.events import agent_event_name, agent_resource
 from agentwatch.models import Transition
 from agentwatch.registry import AgentSpec, Registry
-from agentwatch.render import fleet_summary, transition_markdown
-
-AGENT_RESOURCE = "agentwatch.agent.{}"
-
-
-def agent_resource(agent_id: str, agent: AgentSpec | None) -> dict[str, str]:
-    """The event resource of one agent; labels ride along so automations can route by them."""
-    resource = {"prefect.resource.id": AGENT_RESOURCE.format(agent_id)}
-    if agent is not None:
-        resource["prefect.resource.name"] = agent.display_name
-        for key, value in agent.labels.items():
-            resource[f"agentwatch.label.{key}"] = value
-        if is_docker_agent(agent):
-            # What the reconcile automation matches: only container-backed agents can be restarted.
-            resource["agentwatch.backend"] = "docker"
-    return resource
+from agentwatch.render import fleet_table, transition_markdown
+from agentwatch.settings import get_settings
 
 
 def emit_transition(transition: Transition, agent: AgentSpec | None) -> None:
     emit_event(
-        event=f"agentwatch.agent.{transition.to_state.value}",
+        event=agent_event_name(transition.to_state.value),
         resource=agent_resource(transition.agent_id, agent),
         occurred=transition.at,
         payload=transition.payload(),
@@ -64,6 +50,7 @@ async def publish_transitions(
 
 
 @task(name="write-fleet-table", cache_policy=NONE)
-async def write_fleet_table(rows: list[FleetRow], key: str = "agentwatch-fleet") -> None:
-    """The whole fleet as one table artifact per monitor run."""
-    await acreate_table_artifact(table=rows, key=key, description=f"Fleet: {fleet_summary(rows)}")
+async def write_fleet_table(rows: list[FleetRow], key: str = "agentwatch-fleet", cap: int | None = None) -> None:
+    """The fleet as one table artifact per run: every agent, or past `cap` the worst first."""
+    shown, description = fleet_table(rows, cap if cap is not None else get_settings().fleet_table_rows)
+    await acreate_table_artifact(table=shown, key=key, description=description)

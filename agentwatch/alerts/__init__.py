@@ -5,7 +5,7 @@ notification blocks (deployments/automations.py, created by `agentwatch bootstra
 """
 
 from .config import AlertsConfig, Route, RouteKind, Selector, Silence
-from .events import AGENT_EVENTS, FLEET_EVENTS, AlertEvent, alert_events
+from .events import AGENT_EVENTS, FLEET_EVENTS, AlertEvent, alert_event_id, alert_events
 from .incidents import Alert, AlertKind, AlertPlan, Incident, IncidentChange, plan_alerts
 from .messages import agent_message, clean, fleet_message
 
@@ -24,6 +24,7 @@ __all__ = [
     "Selector",
     "Silence",
     "agent_message",
+    "alert_event_id",
     "alert_events",
     "clean",
     "fleet_message",

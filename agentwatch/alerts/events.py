@@ -7,35 +7,43 @@ forwards them to that route's chat:
 | event | resource | when |
 |---|---|---|
 | `agentwatch.alert.down` / `.reminder` / `.resolved` | `agentwatch.agent.<id>` | one agent |
+| `agentwatch.alert.flapping` / `.settled` | `agentwatch.agent.<id>` | one agent began flapping / settled (agentwatch.flapping) |
 | `agentwatch.fleet.degraded` / `.reminder` / `.recovered` | `agentwatch.fleet` | more than `group_threshold` agents of one kind, for one route, in one cycle |
+| `agentwatch.fleet.flapping` / `.settled` | `agentwatch.fleet` | the same, for flapping and settled |
 
 The payload carries the message (`headline`, `text`) and its fields.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..events import transition_event_id
 from .incidents import Alert, AlertKind
 from .messages import MAX_NAMES, agent_message, clean, fleet_message
 
 if TYPE_CHECKING:
     from ..registry import Registry
 
-__all__ = ["AGENT_EVENTS", "FLEET_EVENTS", "AlertEvent", "alert_events"]
+__all__ = ["AGENT_EVENTS", "FLEET_EVENTS", "AlertEvent", "alert_event_id", "alert_events"]
 
 AGENT_EVENTS = {
     AlertKind.DOWN: "agentwatch.alert.down",
     AlertKind.REMINDER: "agentwatch.alert.reminder",
     AlertKind.RESOLVED: "agentwatch.alert.resolved",
+    AlertKind.FLAPPING: "agentwatch.alert.flapping",
+    AlertKind.SETTLED: "agentwatch.alert.settled",
 }
 FLEET_EVENTS = {
     AlertKind.DOWN: "agentwatch.fleet.degraded",
     AlertKind.REMINDER: "agentwatch.fleet.reminder",
     AlertKind.RESOLVED: "agentwatch.fleet.recovered",
+    AlertKind.FLAPPING: "agentwatch.fleet.flapping",
+    AlertKind.SETTLED: "agentwatch.fleet.settled",
 }
 
 
@@ -47,6 +55,14 @@ class AlertEvent:
     route: str
     agent_id: str | None
     payload: dict[str, Any]
+    identity: str = ""  # what makes two decisions the same alert (see alert_event_id)
+
+
+def alert_event_id(alert: AlertEvent) -> uuid.UUID:
+    """The same alert (event, route, agent or group, incident start, reminder count) always gets the
+    same event id: a run that posted it and died before saving its incident, and the run that then
+    decides the same again, make one event on the server, so one message."""
+    return transition_event_id(f"{alert.event}|{alert.route}|{alert.identity}", "alert")
 
 
 def alert_events(
@@ -80,11 +96,13 @@ def _agent_event(route: str, alert: Alert, registry: Registry, now: datetime, ru
         "reason": clean(alert.reason),
         "since": alert.since.isoformat(),
         "dependants": [d for d, _ in alert.dependants],
+        "reminders": alert.reminders,
         "run_url": run_url,
         "headline": headline,
         "text": text,
     }
-    return AlertEvent(AGENT_EVENTS[alert.kind], route, alert.agent_id, payload)
+    identity = f"{alert.agent_id}|{alert.since.isoformat()}|{alert.reminders}"
+    return AlertEvent(AGENT_EVENTS[alert.kind], route, alert.agent_id, payload, identity)
 
 
 def _fleet_event(route: str, kind: AlertKind, group: list[Alert], now: datetime, run_url: str | None) -> AlertEvent:
@@ -103,4 +121,5 @@ def _fleet_event(route: str, kind: AlertKind, group: list[Alert], now: datetime,
         "headline": headline,
         "text": text,
     }
-    return AlertEvent(FLEET_EVENTS[kind], route, None, payload)
+    members = sorted(f"{a.agent_id}@{a.since.isoformat()}#{a.reminders}" for a in group)
+    return AlertEvent(FLEET_EVENTS[kind], route, None, payload, "|".join(members))

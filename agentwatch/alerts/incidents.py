@@ -13,16 +13,26 @@ current state rather than from this cycle's transitions, so state changes writte
 
 Held back: a silence covers the agent, an agent it `depends_on` is down (that agent's message names
 its dependants), or no route matches it.
+
+Flapping (agentwatch.flapping): while an agent flaps, its down, resolved and reminder alerts are
+held (its incident still opens and closes, unalerted); one `flapping` alert says it flaps. When it
+has settled, one `settled` alert gives its state then, and stands for the alerts held meanwhile:
+an agent that settled down has its incident marked alerted, so `resolved` follows when it recovers.
+A `flapping` alert held back (silence, dependency, no route) is sent when nothing holds it any
+more while the agent still flaps; if it never went out, no `settled` follows and alerts resume as
+usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from ..durations import format_duration
+from ..flapping import FlapChange, FlapMemory, FlapPhase, FlapState
 from ..models import AgentRecord, AgentState
 
 if TYPE_CHECKING:  # the registry imports this package's config: no import cycle at run time
@@ -35,6 +45,8 @@ class AlertKind(StrEnum):
     DOWN = "down"
     REMINDER = "reminder"
     RESOLVED = "resolved"
+    FLAPPING = "flapping"
+    SETTLED = "settled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +93,25 @@ class AlertPlan:
     alerts: list[Alert] = field(default_factory=list)
     changes: list[IncidentChange] = field(default_factory=list)
     held_back: list[tuple[str, str]] = field(default_factory=list)
+    flap_changes: list[FlapChange] = field(default_factory=list)  # the store's flap_state writes
 
 
 def plan_alerts(
-    registry: Registry, records: Mapping[str, AgentRecord], incidents: Mapping[str, Incident], now: datetime
+    registry: Registry,
+    records: Mapping[str, AgentRecord],
+    incidents: Mapping[str, Incident],
+    now: datetime,
+    only: Collection[str] | None = None,
+    flapping: Mapping[str, FlapState] | None = None,
 ) -> AlertPlan:
     """Decide this cycle's alerts. Agents without a record, and incidents of agents no longer in the
-    registry, are left alone (the store forgets those with the agent's record)."""
+    registry, are left alone (the store forgets those with the agent's record).
+
+    `only`: the agents to decide on (those with new transitions or an open incident); None = all.
+    An agent with neither has nothing to alert about, so the monitor passes only those.
+
+    `flapping`: the agents that flap or settle now (agentwatch.flapping.flap_states); they are
+    decided on whatever `only` says. Its writes come back in `flap_changes`."""
     plan = AlertPlan()
     config = registry.alerts
     if config is None:
@@ -97,10 +121,17 @@ def plan_alerts(
         for dep in agent.depends_on:
             dependants.setdefault(dep, []).append(agent.id)
 
-    for agent in registry.agents:
+    flapping = flapping or {}
+    if only is not None and flapping:
+        only = {*only, *flapping}
+    agents = registry.agents if only is None else [a for a in registry.agents if a.id in only]
+    for agent in agents:
         record = records.get(agent.id)
         incident = incidents.get(agent.id)
         if record is None:
+            continue
+        flap = flapping.get(agent.id)
+        if flap is not None and _plan_flap(plan, flap, agent, record, incident, registry, records, now):
             continue
         down = record.state.is_down and not record.paused
         if not down:
@@ -151,6 +182,83 @@ def plan_alerts(
                 )
             )
     return plan
+
+
+def _plan_flap(
+    plan: AlertPlan,
+    flap: FlapState,
+    agent: AgentSpec,
+    record: AgentRecord,
+    incident: Incident | None,
+    registry: Registry,
+    records: Mapping[str, AgentRecord],
+    now: datetime,
+) -> bool:
+    """Decide a flapping or settling agent. False: decide it as usual (nothing is held for it)."""
+    assert registry.alerts is not None
+    memory = flap.memory
+    routes = registry.alerts.routes_for(agent.id, agent.labels)
+    held = "paused" if record.paused else _held_back(agent, routes, registry, records, now)
+    down = record.state.is_down and not record.paused
+    if flap.phase is FlapPhase.SETTLED:
+        if memory is not None:
+            plan.flap_changes.append(FlapChange(agent.id, memory.version, None))
+        if memory is None or memory.notified_at is None or held:
+            return False  # nobody was told it flaps: no settled message, alerts resume as usual
+        note = f"no state change for {format_duration(flap.window)}: its alerts resume"
+        plan.alerts.append(
+            Alert(AlertKind.SETTLED, agent.id, routes, record.state, record.reason, memory.since, note=note)
+        )
+        # The settled message says what the held alerts would have: an agent that settled down
+        # counts as alerted (reminders and `resolved` follow), a healthy one has no incident.
+        if down and incident is None:
+            opened = Incident(agent.id, record.since or now, record.state, record.reason, notified_at=now)
+            plan.changes.append(IncidentChange(agent.id, 0, opened))
+        elif down and incident is not None:
+            plan.changes.append(IncidentChange(agent.id, incident.version, replace(incident, notified_at=now)))
+        elif incident is not None and record.state is AgentState.HEALTHY:
+            plan.changes.append(IncidentChange(agent.id, incident.version, None))
+        return True
+    if flap.phase is not FlapPhase.FLAPPING or flap.since is None:
+        return False
+    # Flapping: keep the incident's bookkeeping, send none of its alerts.
+    why = f"flapping since {flap.since:%Y-%m-%d %H:%M} UTC"
+    if down and incident is None:
+        plan.changes.append(
+            IncidentChange(agent.id, 0, Incident(agent.id, record.since or now, record.state, record.reason))
+        )
+        plan.held_back.append((agent.id, why))
+    elif (
+        down
+        and incident is not None
+        and (incident.notified_at is None or _reminder_due(incident, registry.alerts.repeat_interval, now))
+    ):
+        plan.held_back.append((agent.id, why))
+    elif not down and incident is not None and record.state is AgentState.HEALTHY:
+        plan.changes.append(IncidentChange(agent.id, incident.version, None))
+        if incident.notified_at is not None:
+            plan.held_back.append((agent.id, why))
+    notified_at = memory.notified_at if memory is not None else None
+    if notified_at is None and held:
+        plan.held_back.append((agent.id, held))
+    elif notified_at is None:
+        notified_at = now
+        window = format_duration(flap.window)
+        plan.alerts.append(
+            Alert(
+                AlertKind.FLAPPING,
+                agent.id,
+                routes,
+                record.state,
+                f"{flap.changes} state changes within {window}",
+                flap.since,
+                note=f"its down and recovered alerts are held until it has been stable for {window}",
+            )
+        )
+    after = FlapMemory(agent.id, flap.since, flap.changes, notified_at)
+    if memory is None or replace(memory, version=0) != after:
+        plan.flap_changes.append(FlapChange(agent.id, memory.version if memory is not None else 0, after))
+    return True
 
 
 def _held_back(

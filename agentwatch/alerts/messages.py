@@ -25,7 +25,13 @@ __all__ = ["MAX_TEXT", "agent_message", "clean", "fleet_message"]
 MAX_TEXT = 1500  # Discord allows 2,000 characters per message; leave room for the headline
 MAX_NAMES = 10
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
-_ICON = {AlertKind.DOWN: "🔴", AlertKind.REMINDER: "⏰", AlertKind.RESOLVED: "✅"}
+_ICON = {
+    AlertKind.DOWN: "🔴",
+    AlertKind.REMINDER: "⏰",
+    AlertKind.RESOLVED: "✅",
+    AlertKind.FLAPPING: "🔁",
+    AlertKind.SETTLED: "🔂",
+}
 _DOWN = {AgentState.UNHEALTHY: "is unhealthy", AgentState.FAILED: "failed"}
 
 
@@ -49,6 +55,12 @@ def agent_message(alert: Alert, agent: AgentSpec | None, now: datetime, run_url:
     elif alert.kind is AlertKind.REMINDER:
         headline = f"{_ICON[alert.kind]} {who} is still down after {age} ({alert.state.value})"
         fields = [("reason", clean(alert.reason) or "-"), ("reminder", str(alert.reminders))]
+    elif alert.kind is AlertKind.FLAPPING:
+        headline = f"{_ICON[alert.kind]} {who} is flapping: {clean(alert.reason, 80)}"
+        fields = [("state now", alert.state.value)]
+    elif alert.kind is AlertKind.SETTLED:
+        headline = f"{_ICON[alert.kind]} {who} settled {alert.state.value} after {age} of flapping"
+        fields = [("state", alert.state.value), ("reason", clean(alert.reason) or "-")]
     else:
         headline = f"{_ICON[alert.kind]} {who} {_DOWN.get(alert.state, 'is ' + alert.state.value)}"
         fields = [("reason", clean(alert.reason) or "-")]
@@ -74,6 +86,10 @@ def fleet_message(kind: AlertKind, alerts: Sequence[Alert], now: datetime, run_u
         headline = f"{_ICON[kind]} {count} agents recovered"
     elif kind is AlertKind.REMINDER:
         headline = f"{_ICON[kind]} {count} agents are still down"
+    elif kind is AlertKind.FLAPPING:
+        headline = f"{_ICON[kind]} {count} agents are flapping"
+    elif kind is AlertKind.SETTLED:
+        headline = f"{_ICON[kind]} {count} agents settled after flapping"
     else:
         headline = f"{_ICON[kind]} {count} agents are down"
     states = Counter(a.state.value for a in alerts)

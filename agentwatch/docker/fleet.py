@@ -38,9 +38,12 @@ Change = tuple[AgentRecord, Transition | None]
 def bind_containers(
     fleet: Registry, listed: Iterable[ContainerInfo], inspected: Mapping[str, ContainerInfo | None] | None = None
 ) -> dict[str, ContainerInfo | None]:
-    """Each fleet agent's container: its docker probe's target, else the newest running container
-    labelled with its id. None = a docker probe whose container the engine does not have.
+    """Each fleet agent's container: its docker probe's target, else (for an agent registered by
+    labels) the newest running container labelled with its id. None = a docker probe whose
+    container the engine does not have.
 
+    A registry agent is bound only to what its docker probe names: a container labelled with its
+    id is not its container (anyone can write a label), so an HTTP agent of the registry has none.
     `inspected` maps docker probe refs the listing did not cover to what `inspect` found.
     """
     listed = list(listed)
@@ -54,7 +57,7 @@ def bind_containers(
         if ref is not None:
             found = next((i for i in listed if i.id == ref or i.matches(ref)), None)
             bound[agent.id] = found if found is not None else (inspected or {}).get(ref)
-        elif agent.id in by_label:
+        elif agent.source == "docker" and agent.id in by_label:
             bound[agent.id] = by_label[agent.id]
     return bound
 

@@ -1,9 +1,12 @@
 """Reconcile planning: given the fleet, its containers, the agents' records and restart budgets,
 decide what to do. Pure: the flow observes, calls `plan_reconcile`, then carries the plan out.
 
-Rules (DESIGN.md, issue 3):
+Rules (README "Docker agents"):
 - Exit information is recorded: exited 0 -> stopped, non-zero -> failed, OOM named as the reason.
 - Only containers labelled `agentwatch.managed=true` are ever started, restarted or removed.
+- An agent's container is what its docker probe names, or (for an agent registered by labels) the
+  container whose labels registered it. A container labelled with a registry agent's id that the
+  registry does not name is never that agent's: it is neither restarted for it nor removed.
 - An orphan is a managed container that belongs to no agent of the fleet; it is removed once it
   is older than `orphan_min_age` (a young one may be a session whose agent is being registered).
 - An agent's container is restarted when it exited non-zero, was OOM-killed, is unhealthy by its
@@ -99,10 +102,11 @@ def plan_reconcile(
     for agent_id in sorted(wanted - set(fleet.ids)) if wanted is not None else ():
         actions.append(Action(Kind.LEAVE, "not in the fleet", agent_id))
     for agent in fleet.agents:
-        if (wanted is not None and agent.id not in wanted) or not (is_docker_agent(agent) or agent.id in bound):
+        if (wanted is not None and agent.id not in wanted) or not is_docker_agent(agent):
             continue
         budget = budgets.get(agent.id) or RestartBudget(agent.id)
-        steps = _plan_agent(agent.id, bound.get(agent.id), records.get(agent.id), budget, options, now)
+        ref = agent.probe.docker.container if agent.probe and agent.probe.docker else agent.id
+        steps = _plan_agent(agent.id, ref, bound.get(agent.id), records.get(agent.id), budget, options, now)
         if budget.retry_at is not None and budget.retry_at <= now and not any(s.budget for s in steps):
             # Forget a due retry nobody wants any more, or the monitor would ask again every cycle.
             cleared = replace(budget, retry_at=None)
@@ -115,6 +119,7 @@ def plan_reconcile(
 
 def _plan_agent(
     agent_id: str,
+    ref: str,
     info: ContainerInfo | None,
     record: AgentRecord | None,
     budget: RestartBudget,
@@ -123,7 +128,8 @@ def _plan_agent(
 ) -> list[Action]:
     if record is not None and record.paused:
         return [Action(Kind.LEAVE, "paused (maintenance)", agent_id, info)]
-    observed = container_result(agent_id, info.name if info else agent_id, info)
+    # Named as the monitor's probe names it, so both record the same reason.
+    observed = container_result(agent_id, info.name if info else ref, info)
     if info is None:
         return [
             *_record(agent_id, info, observed, record),
@@ -185,12 +191,20 @@ def _plan_orphans(
     now: datetime,
 ) -> list[Action]:
     owned = {info.id for info in bound.values() if info is not None}
-    owned |= {info.id for info in listed if info.agent_label and fleet.get(info.agent_label)}
+    # Every container of a label-registered agent is its own (an older session's too).
+    owned |= {info.id for info in listed if _label_agent(fleet, info.agent_label)}
     actions = []
     minimum = options.orphan_min_age.total_seconds()
     for info in sorted(listed, key=lambda i: i.name):
         if not info.managed or info.id in owned:
             continue  # never an unmanaged container, never one an agent of the fleet owns
+        claimed = fleet.get(info.agent_label or "")
+        if claimed is not None:
+            # It names a registry agent that does not name it: not that agent's, and not removed on
+            # a label's word either (it may be a real workload labelled by mistake). Reported only.
+            why = f"claims registry agent {claimed.id!r}, whose probe does not name it: left alone, never acted on"
+            actions.append(Action(Kind.LEAVE, why, None, info))
+            continue
         label = f"agent {info.agent_label!r} is not in the fleet" if info.agent_label else "no agent label"
         age = info.age(now)
         if age < minimum:
@@ -199,3 +213,8 @@ def _plan_orphans(
         else:
             actions.append(Action(Kind.REMOVE, f"orphan ({label}), created {age:.0f}s ago", None, info))
     return actions
+
+
+def _label_agent(fleet: Registry, agent_id: str | None) -> bool:
+    agent = fleet.get(agent_id) if agent_id else None
+    return agent is not None and agent.source == "docker"

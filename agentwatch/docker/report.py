@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["reconcile_markdown", "shutdown_markdown"]
+__all__ = ["not_run_markdown", "reconcile_markdown", "shutdown_markdown"]
 
 _ICON = {
     "record": "📝",
@@ -55,4 +55,17 @@ def shutdown_markdown(rows: Sequence[Mapping[str, Any]], *, leave_running: bool,
         head = f"## Shutdown: SIGTERM, then SIGKILL after {stop_timeout}"
     lines = [head, "", f"**{summary}**", ""]
     lines += _table(rows, ["agent", "container", "status", "outcome", "reason"]) if rows else []
+    return "\n".join(lines) + "\n"
+
+
+def not_run_markdown(flow: str, reason: str, settings: Mapping[str, Any] | None = None) -> str:
+    """Why a reconcile or shutdown run did nothing at all (the engine could not be reached)."""
+    lines = [f"## {flow} did not run", "", f"**{_cell(reason)}**", ""]
+    lines += [f"- {k}: `{v}`" for k, v in (settings or {}).items()]
+    lines += [
+        "",
+        "No container was listed, started, stopped or removed, and no agent state was recorded. "
+        "Agents the engine would tell about stay as they were (the monitor records them `unknown`, "
+        "never failed). Run it again once the engine answers.",
+    ]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 Only containers labelled `agentwatch.managed=true` are stopped. With agent ids given, only those
 agents' containers are; without, every managed container is (orphans included: shutdown means
-the whole fleet goes down).
+the whole fleet goes down). A container serves an agent when the agent's docker probe names it or
+its labels registered the agent; a label naming a registry agent never makes it that agent's.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def plan_shutdown(
     for info in sorted(listed, key=lambda i: i.name):
         if not info.managed:
             continue
-        label = info.agent_label
-        serves = owner.get(info.id) or (label if label and fleet.get(label) else None)
+        labelled = fleet.get(info.agent_label or "")
+        # A label speaks for an agent only when labels registered that agent; a container that
+        # claims a registry agent is stopped as what it is, a managed container of no agent.
+        serves = owner.get(info.id) or (labelled.id if labelled is not None and labelled.source == "docker" else None)
         if agent_ids is not None and serves not in agent_ids:
             continue
         targets.append(StopTarget(info, serves))

@@ -56,6 +56,10 @@ class ContainerInfo:
     restart_count: int = 0
     image: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Where the container can be reached (a running one; empty otherwise): its IPs on its networks,
+    # and its published TCP ports as (host ip, host port). What a label probe may target.
+    addresses: tuple[str, ...] = ()
+    published: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> ContainerInfo:
@@ -65,6 +69,7 @@ class ContainerInfo:
         log = health.get("Log") or []
         last = log[-1] if log else {}
         config = attrs.get("Config") or {}
+        network = attrs.get("NetworkSettings") or {}
         status = str(state.get("Status") or "")
         if state.get("Restarting"):
             status = "restarting"
@@ -85,6 +90,8 @@ class ContainerInfo:
             restart_count=int(attrs.get("RestartCount") or 0),
             image=str(config.get("Image") or ""),
             labels=dict(config.get("Labels") or {}),
+            addresses=_addresses(network),
+            published=_published(network),
         )
 
     @property
@@ -98,11 +105,16 @@ class ContainerInfo:
 
     @property
     def agent_label(self) -> str | None:
-        return self.labels.get(AGENT_LABEL) or None
+        return (self.labels.get(AGENT_LABEL) or "").strip() or None
 
     @property
     def running(self) -> bool:
         return self.status in ("running", "restarting", "paused")
+
+    def publishes(self, host_ip: str, host_port: int) -> bool:
+        """True when `host_ip:host_port` on the monitor's host leads to this container: a port it
+        published on that address, or on every address."""
+        return any(port == host_port and ip in ("", "0.0.0.0", "::", host_ip) for ip, port in self.published)
 
     def matches(self, ref: str) -> bool:
         """True when `ref` names this container the way the engine resolves it: name, id or id prefix."""
@@ -127,3 +139,26 @@ class ContainerInfo:
         if self.restart_count:
             out["restart_count"] = self.restart_count
         return out
+
+
+def _addresses(network: Mapping[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    for net in (network.get("Networks") or {}).values():
+        for key in ("IPAddress", "GlobalIPv6Address"):
+            ip = str((net or {}).get(key) or "")
+            if ip and ip not in found:
+                found.append(ip)
+    return tuple(found)
+
+
+def _published(network: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    found: list[tuple[str, int]] = []
+    for port, bindings in (network.get("Ports") or {}).items():
+        if not str(port).endswith("/tcp"):
+            continue  # probes speak TCP
+        for binding in bindings or []:
+            try:
+                found.append((str(binding.get("HostIp") or ""), int(binding.get("HostPort") or 0)))
+            except (TypeError, ValueError):
+                continue
+    return tuple(found)

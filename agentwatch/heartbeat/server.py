@@ -12,6 +12,9 @@ or wrong `Authorization: Bearer` token; 413 for a body over the cap (the body is
 dropped); 429 with Retry-After past the agent's rate limit; 503 when the agent's configured
 token could not be read at start. Checks run in that order, so a caller without the token cannot
 use up an agent's rate limit. Beats of paused agents are recorded too: the monitor decides.
+
+Served by `serve` (agentwatch.heartbeat.limits) under limits a caller without a token cannot
+exhaust: a request deadline, a connection cap below the open-file limit, rate-limited error logs.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -35,21 +39,31 @@ from ..settings import Settings
 from ..store import StateStore
 from .beats import Beat, PingKind
 from .intake import BatchSink, BeatBuffer, Credentials, Flusher, RateLimiter
+from .limits import FLOODABLE_LOGGERS, RateLimitedLog, connection_cap, serve, uvicorn_config
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["RateLimitedLog", "ServerConfig", "connection_cap", "create_app", "serve", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
 
+# An exit code: ASCII digits only ("²".isdigit() is true, and int("²") raises).
+_EXIT_CODE = re.compile(r"[0-9]{1,3}")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """Limits of the endpoint (defaults from Settings: 10 KB bodies, 1 ping/s with bursts of 5)."""
+    """Limits of the endpoint (defaults from Settings: 10 KB bodies, 1 ping/s with bursts of 5,
+    requests within 10 s, connections capped below the open-file limit)."""
 
     max_body_bytes: int = 10 * 1024
     rate: float = 1.0
     burst: int = 5
     flush_interval: float = 0.5
     event_interval: float = 10.0
+    request_timeout: float = 10.0
+    keep_alive: float = 5.0
+    max_connections: int = 0  # 0 = derived from RLIMIT_NOFILE (`connection_cap`)
+    max_header_bytes: int = 8 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerConfig:
@@ -59,6 +73,9 @@ class ServerConfig:
             burst=settings.heartbeat_burst,
             flush_interval=settings.heartbeat_flush_interval,
             event_interval=settings.heartbeat_event_interval,
+            request_timeout=settings.heartbeat_request_timeout,
+            keep_alive=settings.heartbeat_keep_alive,
+            max_connections=settings.heartbeat_max_connections,
         )
 
 
@@ -89,6 +106,12 @@ def create_app(
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def ping(request: Request) -> Response:
+        try:
+            return await _ping(request)
+        except ClientDisconnect:  # gone mid-body (or closed at the request deadline): nobody to answer
+            return Response(status_code=400)
+
+    async def _ping(request: Request) -> Response:
         agent_id: str = request.path_params["agent_id"]
         kind, code = _kind(request.path_params.get("signal"))
         if kind is None:
@@ -101,7 +124,7 @@ def create_app(
             log.debug("ping of %s refused: missing or wrong token", agent_id)
             return refuse(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > cfg.max_body_bytes:
+        if length.isascii() and length.isdigit() and int(length) > cfg.max_body_bytes:
             return refuse(413, f"body over {cfg.max_body_bytes} bytes")
         wait = limiter.acquire(agent_id)
         if wait > 0:
@@ -124,6 +147,11 @@ def create_app(
         await store.ensure_schema()  # fail at start, not at the first flush, if the store is unusable
         task = asyncio.create_task(flusher.run(), name="heartbeat-flush")
         log.info("heartbeat server: %d agent(s), flushing every %.2fs", len(agents), cfg.flush_interval)
+        # Here rather than in `serve`, so that however the app is served a flood of failing
+        # connections cannot flood the log.
+        limited = RateLimitedLog()
+        for name in FLOODABLE_LOGGERS:
+            logging.getLogger(name).addFilter(limited)
         try:
             yield
         finally:
@@ -131,6 +159,8 @@ def create_app(
             await task  # its last flush writes every acknowledged ping
             await flusher.drain_reports()
             await store.close()
+            for name in FLOODABLE_LOGGERS:
+                logging.getLogger(name).removeFilter(limited)
 
     routes = [
         Route("/ping/{agent_id}", ping, methods=["POST"]),
@@ -147,7 +177,7 @@ def _kind(signal: str | None) -> tuple[PingKind | None, int | None]:
         return PingKind.START, None
     if signal == "fail":
         return PingKind.FAIL, None
-    if signal.isdigit() and int(signal) <= 255:
+    if _EXIT_CODE.fullmatch(signal) and int(signal) <= 255:
         code = int(signal)
         return (PingKind.BEAT if code == 0 else PingKind.FAIL), code
     return None, None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -26,12 +28,16 @@ import httpx
 from ..docker.engine import DockerEngine
 from ..docker.probe import probe_docker
 from ..models import AgentState, ProbeResult
+from ..redact import agent_secrets, redact_result, redact_text
 from ..registry import AgentSpec
 from ..settings import get_settings
+from .a2a import probe_a2a
+from .acp import probe_acp
 from .command import probe_command
 from .heartbeat import BeatSnapshot, probe_heartbeat
 from .http import display_url, effective_url, probe_http
-from .tcp import probe_tcp
+from .mcp import probe_mcp
+from .tcp import describe_exception, probe_tcp
 
 __all__ = ["PROBES", "ProbeContext", "ProbeFn", "make_http_client", "probe_many", "run_probe"]
 
@@ -64,6 +70,9 @@ PROBES: dict[str, ProbeFn] = {
     "command": probe_command,
     "docker": probe_docker,
     "heartbeat": probe_heartbeat,
+    "acp": probe_acp,
+    "mcp": probe_mcp,
+    "a2a": probe_a2a,
 }
 
 
@@ -97,7 +106,24 @@ async def run_probe(
     Unmanaged agents (stdio transport, placeholder endpoint) are reported as skipped without
     touching the network. An unexpected exception in a probe (a bug) becomes a failed result with
     reason "probe error: ..." and is logged with its traceback.
+
+    This is the boundary every result passes before it is stored or shown: its reason and details
+    are scrubbed here of the agent's header values, URL credentials and secrets taken from the
+    environment (`agentwatch.redact`).
     """
+    secrets = agent_secrets(agent, os.environ)
+    result = await _run_probe(agent, secrets, http, max_body_bytes, beats, docker)
+    return redact_result(result, secrets)
+
+
+async def _run_probe(
+    agent: AgentSpec,
+    secrets: tuple[str, ...],
+    http: httpx.AsyncClient,
+    max_body_bytes: int,
+    beats: BeatSnapshot | None,
+    docker: DockerEngine | None,
+) -> ProbeResult:
     if (why := agent.unmanaged_reason) is not None:
         return ProbeResult(agent.id, ok=True, skipped=True, state=AgentState.UNMANAGED, reason=why)
     assert agent.probe is not None  # an agent without a probe is unmanaged
@@ -121,16 +147,22 @@ async def run_probe(
             details={**_target_details(agent), "timeout_s": timeout.total_seconds()},
         )
     except Exception as exc:
-        log.exception("probe of agent %s (%s) failed unexpectedly", agent.id, kind)
+        _log_bug(f"probe of agent {agent.id} ({kind}) failed unexpectedly", exc, secrets)
         return _error_result(agent, exc, (time.perf_counter() - start) * 1000)
 
 
-def _error_result(agent: AgentSpec, exc: Exception, latency_ms: float | None = None) -> ProbeResult:
+def _log_bug(message: str, exc: BaseException, secrets: tuple[str, ...]) -> None:
+    # The traceback is logged, but scrubbed: an exception's message may quote a header value.
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    log.error("%s\n%s", message, redact_text(trace, secrets))
+
+
+def _error_result(agent: AgentSpec, exc: BaseException, latency_ms: float | None = None) -> ProbeResult:
     return ProbeResult(
         agent.id,
         ok=False,
         latency_ms=latency_ms,
-        reason=f"probe error: {str(exc) or type(exc).__name__}",
+        reason=f"probe error: {describe_exception(exc)}",
         details={**_target_details(agent), "error_type": type(exc).__name__},
     )
 
@@ -180,7 +212,8 @@ async def probe_many(
                         agent, http=client, max_body_bytes=max_body_bytes, beats=beats, docker=engine
                     )
                 except Exception as exc:  # run_probe catches probe bugs; this is the last net
-                    log.exception("probing agent %s failed unexpectedly", agent.id)
-                    return _error_result(agent, exc)
+                    secrets = agent_secrets(agent, os.environ)
+                    _log_bug(f"probing agent {agent.id} failed unexpectedly", exc, secrets)
+                    return redact_result(_error_result(agent, exc), secrets)
 
         return list(await asyncio.gather(*(one(agent) for agent in agents)))

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..models import ProbeResult
+from ..redact import redact_url
 from ..registry import AgentSpec, HttpProbe
-from .tcp import describe_connection_error
+from .conditions import certificate_not_after, check_conditions
+from .tcp import describe_connection_error, describe_exception
 
 if TYPE_CHECKING:
     from . import ProbeContext
@@ -33,10 +35,9 @@ def effective_url(spec: HttpProbe) -> httpx.URL:
 
 
 def display_url(url: httpx.URL) -> str:
-    """The URL as it may appear in results, artifacts and logs: without a password."""
-    if url.password:
-        url = url.copy_with(password="***")
-    return str(url)
+    """The URL as it may appear in results, artifacts and logs: no user info (`***@`), no
+    credential-like query values (`?token=***`)."""
+    return redact_url(str(url))
 
 
 def _expected(spec: HttpProbe) -> str:
@@ -52,6 +53,9 @@ def _status_ok(spec: HttpProbe, status: int) -> bool:
 def _describe_http_error(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc):
         return "server disconnected without a response"
+    if isinstance(exc, httpx.LocalProtocolError):
+        # h11's message quotes the offending header value: a token, most often.
+        return "the HTTP client refused to send the request (an invalid header name or value)"
     if isinstance(exc, httpx.DecodingError):
         return f"cannot decode body: {exc}"
     return describe_connection_error(exc)
@@ -94,20 +98,31 @@ async def probe_http(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
             "GET", url, headers=headers, follow_redirects=False, timeout=httpx.Timeout(seconds)
         ) as response:
             details["status"] = response.status_code
+            not_after = certificate_not_after(response) if spec.tls_min_days is not None else None
             body = await _read_capped(response, ctx.max_body_bytes)
     except httpx.TimeoutException as exc:
         raise TimeoutError(str(exc)) from exc
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - start) * 1000
         return ProbeResult(agent.id, ok=False, latency_ms=latency, reason=_describe_http_error(exc), details=details)
+    except Exception as exc:
+        # Not an httpx error, yet raised by the request: anyio's exception group around an
+        # OverflowError for a bad port, a UnicodeEncodeError, ... Say what the innermost one said.
+        latency = (time.perf_counter() - start) * 1000
+        details["error_type"] = type(exc).__name__
+        reason = f"request failed: {describe_exception(exc)}"
+        return ProbeResult(agent.id, ok=False, latency_ms=latency, reason=reason, details=details)
     latency = (time.perf_counter() - start) * 1000
     details["bytes_read"] = len(body)
     status = details["status"]
+    failed_condition = check_conditions(spec, body, ctx.max_body_bytes, not_after, details)  # json, tls_min_days
     reason = ""
     if not _status_ok(spec, status):
         reason = f"HTTP {status} (expected {_expected(spec)})"
     elif spec.body_contains is not None and spec.body_contains not in body.decode("utf-8", "replace"):
         reason = f"body does not contain {spec.body_contains!r}"
+    elif failed_condition:
+        reason = failed_condition
     elif spec.max_latency is not None and latency > spec.max_latency.total_seconds() * 1000:
         reason = f"latency {latency:.0f}ms over max_latency {spec.max_latency.total_seconds() * 1000:.0f}ms"
     return ProbeResult(agent.id, ok=not reason, latency_ms=latency, reason=reason, details=details)

@@ -21,7 +21,7 @@ from ..registry import AgentSpec
 if TYPE_CHECKING:
     from . import ProbeContext
 
-__all__ = ["describe_connection_error", "probe_tcp"]
+__all__ = ["describe_connection_error", "describe_exception", "probe_tcp"]
 
 # errno values whose strerror reads poorly in a one-line reason.
 _ERRNO_REASONS = {
@@ -75,7 +75,20 @@ def describe_connection_error(exc: BaseException) -> str:
     for inner in _leaves(exc):
         if isinstance(inner, OSError) and (reason := _describe_os_error(inner)):
             return reason
-    return str(exc) or type(exc).__name__
+    return describe_exception(exc)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for any exception: an OS error as `describe_connection_error` words it, else the
+    innermost exception that says something, never an exception group's "unhandled errors in a
+    TaskGroup (1 sub-exception)"."""
+    said: BaseException | None = None
+    for inner in _leaves(exc):
+        if isinstance(inner, OSError) and (reason := _describe_os_error(inner)):
+            return reason
+        if said is None and not isinstance(inner, BaseExceptionGroup) and str(inner):
+            said = inner
+    return " ".join(str(said).split()) if said is not None else type(exc).__name__  # one line
 
 
 async def probe_tcp(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:

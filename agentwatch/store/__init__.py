@@ -12,10 +12,13 @@ from .agents import AgentsTable, CommitResult
 from .base import async_url
 from .beats import BeatsTable
 from .budgets import BudgetsTable
+from .history import HistoryTable
 from .incidents import IncidentsTable
+from .labels import LabelAgentsTable
+from .outbox import OutboxCounts, OutboxTable
 
-__all__ = ["CommitResult", "StateStore", "async_url"]
+__all__ = ["CommitResult", "OutboxCounts", "StateStore", "async_url"]
 
 
-class StateStore(AgentsTable, BeatsTable, BudgetsTable, IncidentsTable):
+class StateStore(AgentsTable, BeatsTable, BudgetsTable, HistoryTable, IncidentsTable, LabelAgentsTable, OutboxTable):
     """Async access to everything agentwatch keeps between runs. Use as `async with StateStore(url)`."""

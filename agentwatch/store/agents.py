@@ -4,6 +4,7 @@ records nothing for that agent."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..models import AgentRecord, AgentState, Transition
-from .base import StoreBase, column_value, drop_except, insert_ignore, rows_for, utc
+from .base import StoreBase, column_value, drop_except, insert_ignore_many, rows_for, utc
 from .schema import agent_state, transitions
 
 __all__ = ["AgentsTable", "CommitResult"]
@@ -56,45 +57,68 @@ class AgentsTable(StoreBase):
         """Write new records with compare-and-swap on the version each was read at (0 = new).
 
         A record whose row changed since it was read is a conflict: neither it nor its transition
-        is written. Everything else lands in one database transaction.
+        is written. Everything else lands in one database transaction, in a few bulk statements
+        (a statement per record cost 11 s of a 10,000-agent cycle on SQLite: one round trip to the
+        driver's thread each; bench/README.md).
         """
         now = datetime.now(UTC)
+        stamp = column_value(now)
 
         def write(conn: Connection) -> CommitResult:
+            new = [record for record, _ in changes if record.version == 0]
+            old = [record for record, _ in changes if record.version != 0]
+            if new:
+                rows = [{"agent_id": r.agent_id, **_values(r, now)} for r in new]
+                conn.execute(insert_ignore_many(conn, agent_state), rows)
+            if old:
+                stmt = (
+                    agent_state.update()
+                    .where(agent_state.c.agent_id == sa.bindparam("b_id"), agent_state.c.version == sa.bindparam("b_v"))
+                    .values({f: sa.bindparam(f"n_{f}") for f in (*_RECORD_FIELDS, "version", "updated_at")})
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {"b_id": r.agent_id, "b_v": r.version, **{f"n_{k}": v for k, v in _values(r, now).items()}}
+                        for r in old
+                    ],
+                )
+            # The rows this transaction wrote carry its version and its stamp; a row another writer
+            # changed first kept theirs (the WHERE did not match, or the insert was ignored).
+            written = {
+                (row.agent_id, row.version)
+                for row in rows_for(conn, agent_state, [r.agent_id for r, _ in changes])
+                if utc(row.updated_at) == stamp
+            }
             out = CommitResult()
+            logged: list[dict[str, Any]] = []
             for record, transition in changes:
-                values = {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
-                values.update(version=record.version + 1, updated_at=now)
-                if record.version == 0:
-                    stmt = insert_ignore(conn, agent_state, {"agent_id": record.agent_id, **values})
-                else:
-                    stmt = (
-                        agent_state.update()
-                        .where(agent_state.c.agent_id == record.agent_id, agent_state.c.version == record.version)
-                        .values(**values)
-                    )
-                if conn.execute(stmt).rowcount != 1:
+                if (record.agent_id, record.version + 1) not in written:
                     out.conflicts.append(record.agent_id)
                     continue
                 saved = record.evolve(version=record.version + 1)
                 out.saved.append(saved)
                 if transition is not None:
-                    conn.execute(
-                        transitions.insert().values(
-                            agent_id=transition.agent_id,
-                            seq=saved.version,
-                            from_state=transition.from_state.value,
-                            to_state=transition.to_state.value,
-                            reason=transition.reason,
-                            failures=transition.failures,
-                            at=column_value(transition.at),
-                            run_id=run_id,
-                        )
+                    logged.append(
+                        {
+                            "agent_id": transition.agent_id,
+                            "seq": saved.version,
+                            "from_state": transition.from_state.value,
+                            "to_state": transition.to_state.value,
+                            "reason": transition.reason,
+                            "failures": transition.failures,
+                            "at": column_value(transition.at),
+                            "run_id": run_id,
+                            "uid": str(uuid.uuid4()),
+                            "attempts": 0,
+                        }
                     )
                     out.transitions.append(transition)
+            if logged:
+                conn.execute(transitions.insert(), logged)
             return out
 
-        return await self._run(write, begin=True)
+        return await self._run(write, begin=True) if changes else CommitResult()
 
     async def drop_missing(self, keep: Iterable[str]) -> list[str]:
         """Forget the records (counters, backoff) of agents no longer in the fleet; history stays."""
@@ -120,6 +144,12 @@ class AgentsTable(StoreBase):
             ]
 
         return await self._run(read)
+
+
+def _values(record: AgentRecord, now: datetime) -> dict[str, Any]:
+    values = {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
+    values.update(version=record.version + 1, updated_at=column_value(now))
+    return values
 
 
 def _record(row: Any) -> AgentRecord:

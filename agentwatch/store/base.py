@@ -16,9 +16,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import StoreError
-from .schema import metadata
+from .schema import OUTBOX_COLUMNS, metadata, transitions
 
-__all__ = ["StoreBase", "async_url", "column_value", "drop_except", "insert_ignore", "rows_for", "utc"]
+__all__ = [
+    "StoreBase",
+    "async_url",
+    "column_value",
+    "drop_except",
+    "insert_ignore",
+    "insert_ignore_many",
+    "rows_for",
+    "utc",
+]
 
 T = TypeVar("T")
 
@@ -98,6 +107,7 @@ class StoreBase:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
+                    await conn.run_sync(_add_outbox_columns)
                 break
             except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
                 # Another process is creating the same tables (between our check and our CREATE):
@@ -106,6 +116,24 @@ class StoreBase:
                     raise
                 await asyncio.sleep(0.05 * attempt)
         self._ready = True
+
+
+def _add_outbox_columns(conn: Connection) -> None:
+    """Bring a transition log of an earlier release up to the outbox: add the delivery columns and
+    mark its rows delivered (they were published when they were written)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("transitions")}
+    missing = [name for name in OUTBOX_COLUMNS if name not in have]
+    for name in missing:
+        conn.execute(sa.text(f"ALTER TABLE transitions ADD COLUMN {name} {OUTBOX_COLUMNS[name]}"))
+    if missing:
+        for name in ("published_at", "alerted_at"):
+            conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_transitions_{name} ON transitions ({name})"))
+    if "published_at" in missing:
+        conn.execute(
+            transitions.update()
+            .where(transitions.c.published_at.is_(None))
+            .values(published_at=transitions.c.at, alerted_at=transitions.c.at)
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -148,6 +176,19 @@ def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> 
 
         return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["agent_id"])
     return table.insert().values(**values)
+
+
+def insert_ignore_many(conn: Connection, table: sa.Table) -> Any:
+    """`insert_ignore` for executemany: the statement without values, rows given at execution."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["agent_id"])
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=["agent_id"])
+    return table.insert()
 
 
 def column_value(value: Any) -> Any:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from ..alerts.incidents import Incident, IncidentChange
 from ..models import AgentState
 from .base import StoreBase, column_value, drop_except, insert_ignore, utc
+from .outbox import mark_alerted_in
 from .schema import alert_incidents
 
 __all__ = ["IncidentsTable"]
@@ -25,9 +26,13 @@ class IncidentsTable(StoreBase):
             lambda conn: {r.agent_id: _incident(r) for r in conn.execute(sa.select(alert_incidents))}
         )
 
-    async def save_incidents(self, changes: Sequence[IncidentChange]) -> list[str]:
+    async def save_incidents(
+        self, changes: Sequence[IncidentChange], alerted: Sequence[int] = (), now: datetime | None = None
+    ) -> list[str]:
         """Apply incident changes with compare-and-swap on the version each was read at (0 = new),
-        in one transaction. Returns the agent ids written; the others lost to another writer."""
+        in one transaction, and mark the transition rows `alerted` (the decision they led to is
+        this write). Returns the agent ids written; the others lost to another writer."""
+        marked_at = now or datetime.now(UTC)
         now = datetime.now(UTC)
 
         def write(conn: Connection) -> list[str]:
@@ -53,6 +58,7 @@ class IncidentsTable(StoreBase):
                         stmt = alert_incidents.update().where(*where).values(**values)
                 if conn.execute(stmt).rowcount == 1:
                     won.append(change.agent_id)
+            mark_alerted_in(conn, alerted, marked_at)
             return won
 
         return await self._run(write, begin=True)

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["TZ", "agent_state", "alert_incidents", "heartbeats", "metadata", "restart_budget", "transitions"]
+__all__ = [
+    "OUTBOX_COLUMNS",
+    "TZ",
+    "agent_state",
+    "alert_incidents",
+    "heartbeats",
+    "metadata",
+    "restart_budget",
+    "transitions",
+]
 
 metadata = sa.MetaData()
 TZ = sa.DateTime(timezone=True)
@@ -48,7 +57,26 @@ transitions = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False),
     sa.Column("at", TZ, nullable=False),
     sa.Column("run_id", sa.String(64)),
+    # The outbox: a row is born undelivered, in the transaction that changed the state. Its event
+    # id derives from `uid`, so posting it twice is one event on the Prefect server.
+    sa.Column("uid", sa.String(36)),
+    sa.Column("published_at", TZ, index=True),  # event + artifact version written (or folded)
+    sa.Column("alerted_at", TZ, index=True),  # the alert step has decided on it
+    sa.Column("claimed_by", sa.String(64)),  # the publisher that holds it until `claimed_until`
+    sa.Column("claimed_until", TZ),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # claims so far; > 1: maybe half-done
 )
+
+# Columns added to `transitions` after its first release, with what an existing row gets: rows
+# written before the outbox existed were published then, so they are marked delivered.
+OUTBOX_COLUMNS: dict[str, str] = {
+    "uid": "VARCHAR(36)",
+    "published_at": "TIMESTAMP WITH TIME ZONE",
+    "alerted_at": "TIMESTAMP WITH TIME ZONE",
+    "claimed_by": "VARCHAR(64)",
+    "claimed_until": "TIMESTAMP WITH TIME ZONE",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+}
 
 # Written only by the heartbeat server, so the monitor's compare-and-swap writes to `agent_state`
 # never race with a beat (see agentwatch.heartbeat.beats for the merge rules).
@@ -89,5 +117,27 @@ alert_incidents = sa.Table(
     sa.Column("notified_at", TZ),
     sa.Column("reminders", sa.Integer, nullable=False, default=0),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+# Written only by the monitor, when the Docker engine answered: what it last saw of each agent that
+# container labels registered (opaque JSON from agentwatch.docker.labels.label_memory), so that
+# with the engine unreachable those agents show `unknown` instead of vanishing.
+label_agents = sa.Table(
+    "label_agents",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("memory", sa.Text, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+# Written only by the monitor: what each agent last said it is (name, version, protocol version:
+# agentwatch.drift), saved once a change of it has been reported, so a report the API refused is
+# made again by the next run.
+agent_identity = sa.Table(
+    "agent_identity",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("identity", sa.Text, nullable=False),  # JSON
     sa.Column("updated_at", TZ, nullable=False),
 )

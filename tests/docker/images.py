@@ -1,8 +1,13 @@
 """Build the busybox test image (and the example agent image) on a real engine, from scratch.
 
-Used by the integration tests' conftest and by bench/docker_ops.py; loaded by path, so it needs
-nothing but docker-py. No image registry is reachable: the images are `FROM scratch` with Debian's
-static busybox (package busybox-static) copied into the build context.
+Used by the Docker tests (tests/integration/docker_support.py) and by bench/docker_ops.py; loaded
+by path, so it needs nothing but docker-py. No image registry is reachable: the images are
+`FROM scratch` with Debian's static busybox (package busybox-static) copied into the build context.
+
+The engine is shared (other test runs, benchmarks, people): callers pass a tag of their own, and
+remove that tag, not the image id, and without force. Builds from the same context with the same
+labels share one image id under several tags, and an image another process's container runs
+cannot be removed (409); by tag, without force, removal only ever drops the caller's own name.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from agentwatch.heartbeat.intake import BatchSink, Credentials
-from agentwatch.heartbeat.server import ServerConfig, create_app
+from agentwatch.heartbeat.server import ServerConfig, create_app, uvicorn_config
 from agentwatch.registry import Registry
 from agentwatch.store import StateStore
 
@@ -42,7 +42,10 @@ def running_server(
     """Serve the app with uvicorn in a thread (its own event loop and store) until the block ends;
     stopping it runs the lifespan shutdown, which flushes every acknowledged beat."""
     app = create_app(registry, StateStore(database_url), credentials, config or ServerConfig(flush_interval=0.05), sink)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # The limits the CLI's server runs under (agentwatch/heartbeat/limits.py), at a quieter log level.
+    cfg = uvicorn_config(app, "127.0.0.1", port, config)
+    cfg.log_level = "warning"
+    server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, name="heartbeat-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -60,6 +60,7 @@ def test_route_automations_forward_only_their_route() -> None:
     blocks = {"ops": uuid.uuid4(), "hook": uuid.uuid4()}
     wanted = {a.name: a for a in wanted_automations(registry, blocks, uuid.uuid4(), timedelta(seconds=30))}
     assert sorted(wanted) == [
+        "agentwatch: crash zombie runs",
         "agentwatch: hook: agent down",
         "agentwatch: hook: agent recovered",
         "agentwatch: monitor stalled",
@@ -100,6 +101,7 @@ def test_reconcile_runs_the_deployment_for_the_failed_docker_agent() -> None:
 def test_monitor_stalled_is_proactive_with_after_equal_to_expect(interval: int, within: int) -> None:
     trigger = monitor_stalled_automation([], timedelta(seconds=interval)).trigger
     assert trigger.posture is Posture.Proactive  # type: ignore[union-attr]
-    assert trigger.after == trigger.expect == {"agentwatch.monitor.cycle"}  # type: ignore[union-attr]
+    # Armed by bootstrap too (agentwatch.monitor.armed), so a monitor that never ran is reported.
+    assert trigger.after == trigger.expect == {"agentwatch.monitor.cycle", "agentwatch.monitor.armed"}  # type: ignore[union-attr]
     assert trigger.for_each == {"prefect.resource.id"}  # type: ignore[union-attr]
     assert trigger.within == timedelta(seconds=within)  # type: ignore[union-attr]

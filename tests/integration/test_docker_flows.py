@@ -50,7 +50,12 @@ def restarted(box: Any, started_at: str) -> dict[str, Any]:
 
 
 async def test_monitor_records_exits_and_reconciles_failed_agents(
-    prefect_server: str, state_db: str, run_container: RunContainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: str,
+    state_db: str,
+    labels_on: None,
+    run_container: RunContainer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AGENTWATCH_RESTART_BACKOFF", "0s")
     run_container("label-ok", "exec /bin/agent", agent="label-ok", labels={"agentwatch.failure_threshold": "2"})
@@ -151,7 +156,7 @@ async def test_unhealthy_container_is_restarted(
 
 
 async def test_shutdown_stops_managed_containers_and_records_them_stopped(
-    prefect_server: str, state_db: str, run_container: RunContainer, tmp_path: Path
+    prefect_server: str, state_db: str, labels_on: None, run_container: RunContainer, tmp_path: Path
 ) -> None:
     gentle = run_container("gentle", "exec /bin/agent", agent="gentle")  # exits 0 on SIGTERM
     stubborn = run_container("stubborn", "exec sleep 3600", agent="stubborn")  # PID 1 ignores SIGTERM
@@ -184,6 +189,7 @@ async def test_shutdown_stops_managed_containers_and_records_them_stopped(
 async def test_shutdown_leave_running(
     prefect_server: str,
     state_db: str,
+    labels_on: None,
     run_container: RunContainer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -122,7 +122,9 @@ async def test_label_registration(run_container: RunContainer, docker_scope: str
     assert set(by_id) == {"worker-1", "session-1"}
     assert by_id["worker-1"].display_name == "from registry"  # the registry entry wins
     assert by_id["session-1"].policy.failure_threshold == 5
-    assert [p.agent for p in problems] == ["Bad Id"]
+    # The container that claims registry agent worker-1 is reported, and is not worker-1.
+    assert [p.agent for p in problems] == ["worker-1", "Bad Id"]
+    assert "claims registry agent 'worker-1'" in problems[0].message
 
 
 async def test_engine_errors_are_translated(docker: docker_py.DockerClient) -> None:

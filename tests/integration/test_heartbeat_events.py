@@ -69,7 +69,7 @@ async def test_automation_fires_when_an_agent_stops_beating(prefect_server: str)
         stored = await _read(automation_id)
         assert stored.trigger.posture == "Proactive" and stored.trigger.for_each == {"prefect.resource.id"}
         emit_event(HEARTBEAT_EVENT, resource={"prefect.resource.id": f"agentwatch.agent.{agent}"})
-        # DESIGN.md: a proactive trigger fires about `within` + 3.5 s after the last event.
+        # docs/decisions.md: a proactive trigger fires about `within` + 3.5 s after the last event.
         events = await wait_for_events(
             "prefect.automation.triggered", [f"prefect.automation.{automation_id}"], since=started, timeout=45
         )

@@ -151,3 +151,31 @@ def test_no_secret_in_any_event(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SECRET_URL not in dumped
     assert "very-secret-token" not in dumped
     assert "AW_TEST_SECRET_URL" not in dumped
+
+
+def test_the_same_decision_is_the_same_event_id_and_a_new_one_is_not() -> None:
+    # A run that posted its alerts and died before saving its incidents, and the next run that
+    # decides the same again, must make one event on the server: one chat message.
+    from dataclasses import replace
+
+    from agentwatch.alerts import alert_event_id
+
+    registry = fleet(20)
+    decided = alerts(registry, AlertKind.DOWN, ["a-0", "a-1"])
+    first = [alert_event_id(e) for e in alert_events(decided, registry, NOW)]
+    again = [alert_event_id(e) for e in alert_events(decided, registry, NOW + timedelta(seconds=30))]
+    assert first == again
+    assert len(set(first)) == len(first) == 3  # a-0 to routes ops and even, a-1 to ops: all distinct
+    reminder = [replace(a, kind=AlertKind.REMINDER, reminders=1) for a in decided]
+    second_reminder = [replace(a, kind=AlertKind.REMINDER, reminders=2) for a in decided]
+    ids = {alert_event_id(e) for e in alert_events(reminder, registry, NOW)}
+    assert not ids & set(first)
+    assert not ids & {alert_event_id(e) for e in alert_events(second_reminder, registry, NOW)}
+    # A new incident of the same agent (it recovered and went down again) is a new alert.
+    later = [replace(a, since=SINCE + timedelta(hours=1)) for a in decided]
+    assert not {alert_event_id(e) for e in alert_events(later, registry, NOW)} & set(first)
+    # Grouped: the same members give the same id.
+    many = alerts(registry, AlertKind.DOWN, [f"a-{i}" for i in range(8)])
+    assert {alert_event_id(e) for e in alert_events(many, registry, NOW)} == {
+        alert_event_id(e) for e in alert_events(list(reversed(many)), registry, NOW + timedelta(minutes=1))
+    }

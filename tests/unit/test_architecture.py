@@ -1,4 +1,4 @@
-"""The domain package stays free of Prefect (DESIGN.md): fast to import and test, reusable."""
+"""The domain package stays free of Prefect (docs/decisions.md): fast to import and test, reusable."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agentwatch.docker.budget import BudgetRules, RestartBudget
-from agentwatch.docker.fleet import asserted_changes, reconcile_candidates, settle_results
+from agentwatch.docker.fleet import asserted_changes, bind_containers, reconcile_candidates, settle_results
 from agentwatch.docker.labels import agents_from_containers, with_label_agents
 from agentwatch.docker.probe import container_result
 from agentwatch.docker.state import ContainerInfo
@@ -42,7 +42,8 @@ def test_labels_make_an_agent() -> None:
         "agentwatch.probe.http": "http://127.0.0.1:8080/health",
         "agentwatch.probe.http.expect_status": "204",
     }
-    (agent,), problems = agents_from_containers([box("c1", labels)], {"success_threshold": 2})
+    published = (("0.0.0.0", 8080),)  # the container's own port, published on this host
+    (agent,), problems = agents_from_containers([box("c1", labels, published=published)], {"success_threshold": 2})
     assert problems == []
     assert (agent.id, agent.display_name, agent.source) == ("coder-1", "Coder one", "docker")
     assert agent.policy.failure_threshold == 5 and agent.policy.success_threshold == 2
@@ -79,9 +80,39 @@ def test_newest_running_container_registers_a_shared_id() -> None:
 
 def test_registry_entry_wins() -> None:
     registry = parse_registry("agents:\n  - id: a\n    name: from registry\n    probe: {command: 'true'}\n")
-    fleet, _ = with_label_agents(registry, [box("c1", {"agentwatch.agent": "a"}), box("c2", {"agentwatch.agent": "b"})])
+    fleet, problems = with_label_agents(
+        registry, [box("c1", {"agentwatch.agent": "a"}), box("c2", {"agentwatch.agent": "b"})]
+    )
     assert [(a.id, a.source) for a in fleet.agents] == [("a", "registry"), ("b", "docker")]
     assert fleet.agents[0].display_name == "from registry"
+    # The container that claims registry agent a is named in a warning.
+    assert [(p.agent, "container c1 claims registry agent 'a'" in p.message) for p in problems] == [("a", True)]
+
+
+def test_a_container_the_registry_names_is_no_claim() -> None:
+    registry = parse_registry("agents:\n  - id: a\n    probe: {docker: {container: c1}}\n")
+    fleet, problems = with_label_agents(registry, [box("c1", {"agentwatch.agent": "a"})])
+    assert problems == [] and fleet.ids == ["a"]
+
+
+def test_labels_off_register_nothing_but_still_report_claims() -> None:
+    registry = parse_registry("agents:\n  - id: a\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n")
+    listed = [box("c1", {"agentwatch.agent": "a"}), box("c2", {"agentwatch.agent": "b"})]
+    fleet, problems = with_label_agents(registry, listed, register=False)
+    assert fleet.ids == ["a"] and [p.agent for p in problems] == ["a"]
+
+
+def test_bind_only_what_the_registry_names_or_labels_registered() -> None:
+    registry = parse_registry(
+        "agents:\n  - id: web-1\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n"
+        "  - id: d\n    probe: {docker: {container: named}}\n"
+    )
+    impostor = box("impostor", {"agentwatch.agent": "web-1", "agentwatch.managed": "true"}, "exited", exit_code=1)
+    named = box("named", {"agentwatch.agent": "web-1"})
+    session = box("session", {"agentwatch.agent": "s-1"})
+    fleet, _ = with_label_agents(registry, [impostor, named, session])
+    bound = bind_containers(fleet, [impostor, named, session])
+    assert bound == {"d": named, "s-1": session}  # web-1 has no container; d's label is no claim of web-1's
 
 
 FLEET = parse_registry(
@@ -135,8 +166,10 @@ def test_spent_budget_keeps_agent_failed() -> None:
 def test_label_agent_probed_over_http_is_judged_by_its_exit() -> None:
     fleet, _ = with_label_agents(
         parse_registry("agents: []"),
-        [box("s", {"agentwatch.agent": "s", "agentwatch.probe.http": "http://127.0.0.1:1/"}, "exited", exit_code=0)],
+        # Running when listed (so probed over HTTP), exited by the time of the probe.
+        [box("s", {"agentwatch.agent": "s", "agentwatch.probe.http": "http://127.0.0.1:1/"}, addresses=("10.0.0.2",))],
     )
+    assert fleet.agents[0].probe is not None and fleet.agents[0].probe.kind == "http"
     refused = ProbeResult("s", ok=False, reason="connection refused")
     containers = {"s": box("s", {}, status="exited", exit_code=0)}
     (settled,) = settle_results([refused], fleet, {}, {}, containers, RULES, T0)

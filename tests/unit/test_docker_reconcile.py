@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agentwatch.docker.budget import BudgetRules, RestartBudget
+from agentwatch.docker.labels import with_label_agents
 from agentwatch.docker.reconcile import Action, Kind, ReconcileOptions, plan_reconcile
 from agentwatch.docker.shutdown import plan_shutdown
 from agentwatch.docker.state import ContainerInfo
@@ -162,10 +163,35 @@ def test_orphans() -> None:
     assert kinds(plan(fleet("a"), listed, remove_orphans=False)) == []
 
 
-def test_label_agent_container_is_not_an_orphan() -> None:
-    labelled = box("s1", labels={**MANAGED, "agentwatch.agent": "a"}, health="healthy")
-    registry = parse_registry("agents:\n  - id: a\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n")
-    assert kinds(plan(registry, [labelled])) == []
+def test_label_agent_containers_are_not_orphans() -> None:
+    newest = box("s1", labels={**MANAGED, "agentwatch.agent": "s"}, health="healthy", created=at(-10))
+    older = box("s0", "exited", labels={**MANAGED, "agentwatch.agent": "s"}, exit_code=0, created=at(-900))
+    registry, _ = with_label_agents(parse_registry("agents: []\n"), [newest, older])
+    assert kinds(plan(registry, [newest, older], orphan_min_age=timedelta(0))) == []
+
+
+def test_labels_off_a_label_agent_container_is_an_orphan() -> None:
+    labelled = box("s1", labels={**MANAGED, "agentwatch.agent": "ghost"}, health="healthy")
+    registry, _ = with_label_agents(parse_registry("agents: []\n"), [labelled], register=False)
+    (removed,) = plan(registry, [labelled], orphan_min_age=timedelta(0))
+    assert removed.kind is Kind.REMOVE and "agent 'ghost' is not in the fleet" in removed.reason
+
+
+def test_a_container_claiming_a_registry_agent_is_never_that_agent() -> None:
+    """Issue 9, class 1: labelled agentwatch.agent=web-1 (an HTTP agent of the registry), managed,
+    exited 1: it is not web-1's (nothing recorded, no start under web-1's budget), nor removed."""
+    impostor = box("impostor", "exited", labels={**MANAGED, "agentwatch.agent": "web-1"}, exit_code=1)
+    registry, _ = with_label_agents(
+        parse_registry("agents:\n  - id: web-1\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n"), [impostor]
+    )
+    healthy = {"web-1": record("web-1", S.HEALTHY)}
+    for scope in (None, frozenset({"web-1"})):
+        (left,) = plan(registry, [impostor], records=healthy, orphan_min_age=timedelta(0), agent_ids=scope)
+        assert (left.kind, left.agent_id, left.state, left.budget) == (Kind.LEAVE, None, None, None)
+        assert "claims registry agent 'web-1'" in left.reason
+    (stop,) = plan_shutdown(registry, [box("impostor", labels={**MANAGED, "agentwatch.agent": "web-1"})])
+    assert stop.agent_id is None  # stopped with the fleet, never recorded as web-1
+    assert plan_shutdown(registry, [impostor], agent_ids=["web-1"]) == []
 
 
 def test_scope_by_agent_ids() -> None:
@@ -188,3 +214,10 @@ def test_shutdown_targets_only_managed_containers() -> None:
         ("orphan", None, True),
     ]
     assert [t.container.name for t in plan_shutdown(fleet("a", "b"), listed, agent_ids=["a"])] == ["a"]
+
+
+def test_a_missing_container_is_named_as_the_probe_names_it() -> None:
+    registry = parse_registry("agents:\n  - id: a\n    probe: {docker: {container: sess-a}}\n")
+    recorded, left = plan(registry, [])
+    assert (recorded.kind, recorded.reason) == (Kind.RECORD, "container 'sess-a' not found")
+    assert left.kind is Kind.LEAVE

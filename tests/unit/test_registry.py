@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from agentwatch.errors import AgentwatchError, Problem, RegistryError
-from agentwatch.registry import AgentSpec, Policy, ProbeSpec, Registry, load_registry, parse_registry
+from agentwatch.registry import (
+    AgentSpec,
+    Policy,
+    ProbeSpec,
+    Registry,
+    load_registry,
+    parse_registry,
+    validate_registry,
+)
 
 GOOD = """
 defaults:
@@ -247,9 +255,9 @@ BAD_EXPECTED = [
     (None, "defaults.timeout", "timeout must be more than 0s and at most 10m"),
     (None, "colour", "unknown field"),
     ("web-1", "probe.tcp.port", "less than or equal to 65535"),
-    ("web-1", "probe", "give exactly one probe kind of http, tcp, command, docker, heartbeat (got http, tcp)"),
+    ("web-1", "probe", "give exactly one probe kind of http, tcp, command, docker, heartbeat"),
     ("Web_2", "id", "'Web_2' is not a slug"),
-    ("Web_2", "probe", "give exactly one probe kind of http, tcp, command, docker, heartbeat (got none)"),
+    ("Web_2", "probe", "(got none)"),
     ("Web_2", "colour", "unknown field"),
     ("ok-1", "timeout", "not a duration: 'abc'"),
     ("ok-1", "failure_threshold", "greater than or equal to 1"),
@@ -360,13 +368,31 @@ def test_top_level_must_be_mapping(text: str) -> None:
     assert problem == Problem(None, "", "the top level must be a mapping with an `agents:` list")
 
 
-@pytest.mark.parametrize(
-    "text", ["", "\n\n", "# nothing here\n", "agents: []\n"], ids=["empty", "blank", "comment", "empty-list"]
-)
-def test_empty_registry_has_no_agents(text: str) -> None:
-    reg = parse_registry(text)
+def test_an_explicit_empty_list_is_an_empty_fleet() -> None:
+    reg = parse_registry("agents: []\n")
     assert reg.agents == []
     assert reg.ids == []
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "start"),
+    [
+        ("", "", "the file is empty"),
+        ("\n\n", "", "the file is empty"),
+        ("# nothing here\n", "", "the file is empty"),
+        ("---\n", "", "the file is empty"),
+        ("null\n", "", "the file is empty"),
+        ("agents:\n# - id: a\n", "agents", "empty (every entry commented out?)"),
+        ("defaults: {timeout: 2s}\n", "agents", "missing"),
+    ],
+    ids=["empty", "blank", "comment", "bare-document", "null", "agents-null", "no-agents-key"],
+)
+def test_a_registry_without_an_agents_list_is_refused(text: str, field: str, start: str) -> None:
+    # Read as "no agents", a blanked or truncated file would make the next run forget every agent.
+    (problem,) = problems_of(text)
+    assert (problem.agent, problem.field) == (None, field)
+    assert problem.message.startswith(start)
+    assert problem.message.endswith("write `agents: []` for a fleet with no agents")
 
 
 def test_agents_must_be_a_list() -> None:
@@ -439,3 +465,82 @@ def test_direct_agent_spec_validation() -> None:
     with pytest.raises(ValidationError):
         ProbeSpec()
     assert Registry().agents == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Authorization": "Bearer abc\n"}, "header 'Authorization': the value contains a line break"),
+        ({"X-Key": "a\0b"}, "header 'X-Key': the value contains a NUL character"),
+        ({"X-Key": "é"}, "header 'X-Key': the value contains a non-ASCII character"),
+        ({"X-Key": "abc "}, "header 'X-Key': the value begins or ends with whitespace"),
+        ({"Bad Name": "x"}, "header name 'Bad Name' is not a valid HTTP header name"),
+    ],
+    ids=["newline", "nul", "non-ascii", "trailing-space", "bad-name"],
+)
+def test_header_problems_name_the_header_never_the_value(headers: dict[str, str], message: str) -> None:
+    agents = [{"id": "web-1", "probe": {"http": {"url": "http://127.0.0.1:9/", "headers": headers}}}]
+    with pytest.raises(RegistryError) as info:
+        validate_registry({"agents": agents})
+    (problem,) = info.value.problems
+    assert (problem.agent, problem.field) == ("web-1", "probe.http.headers")
+    assert problem.message.startswith(message)
+    value = next(iter(headers.values())).strip()
+    assert value not in str(info.value) or len(value) <= 1
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:8080/health", True),
+        ("https://[::1]:8443/h?x=1", True),
+        ("http://agent.example/h", True),
+        ("http://127.0.0.1:70000/", False),
+        ("http://127.0.0.1:0/", False),
+        ("http://127.0.0.1:port/", False),
+        ("http:///h", False),
+        ("tcp://127.0.0.1:1/", False),
+        ("http://127.0.0.1:1/a b", False),
+    ],
+)
+def test_http_urls_are_checked_at_load(url: str, ok: bool) -> None:
+    raw = {"agents": [{"id": "web-1", "probe": {"http": {"url": url}}}]}
+    if ok:
+        assert validate_registry(raw).agents[0].probe.http.url == url  # type: ignore[union-attr]
+    else:
+        with pytest.raises(RegistryError) as info:
+            validate_registry(raw)
+        assert info.value.problems[0].field == "probe.http.url"
+
+
+@pytest.mark.parametrize(
+    ("target", "ok"), [("10.0.0.7", True), ("agent-3", True), ("[::1]", True), ("a/b", False), ("u@h", False)]
+)
+def test_http_target_is_a_host(target: str, ok: bool) -> None:
+    raw = {"agents": [{"id": "web-1", "probe": {"http": {"url": "http://localhost:1/", "target": target}}}]}
+    if ok:
+        validate_registry(raw)
+    else:
+        with pytest.raises(RegistryError, match="not a host name or IP address"):
+            validate_registry(raw)
+
+
+def test_size_cap_before_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "agents: []\n" + "#" * 2000 + "\n"
+    path = tmp_path / "agents.yaml"
+    path.write_text(text)
+    assert load_registry(path, max_bytes=4096).agents == []
+    with pytest.raises(RegistryError, match=r"file too large \(2,012 bytes, over the limit of 1,024 bytes\)"):
+        load_registry(path, max_bytes=1024)
+    monkeypatch.setenv("AGENTWATCH_REGISTRY_MAX_BYTES", "1024")
+    with pytest.raises(RegistryError, match="AGENTWATCH_REGISTRY_MAX_BYTES"):
+        load_registry(path)
+    with pytest.raises(RegistryError, match="file too large"):
+        parse_registry(text)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_bytes(b"agents: []\n# \xff\n")
+    (problem,) = pytest.raises(RegistryError, load_registry, path).value.problems
+    assert problem.message == "not UTF-8 text (byte 14)"

@@ -1,0 +1,129 @@
+"""Every event agentwatch emits: its name, its resource, and the value the Prefect layer posts.
+
+One module, so an automation, a test and the code that emits an event agree on its spelling.
+
+| event | resource | when |
+|---|---|---|
+| `agentwatch.agent.<state>` | `agentwatch.agent.<id>` | a transition (one per row of the transition log) |
+| `agentwatch.agent.late` | `agentwatch.agent.<id>` | a heartbeat agent missed its first beat |
+| `agentwatch.agent.changed` | `agentwatch.agent.<id>` | what an agent says it is (name, version, protocol) changed |
+| `agentwatch.alert.down` / `.reminder` / `.resolved` | `agentwatch.agent.<id>` + route | one agent's alert |
+| `agentwatch.fleet.degraded` / `.reminder` / `.recovered` | `agentwatch.fleet` + route | a grouped alert |
+| `agentwatch.fleet.first-seen` | `agentwatch.fleet` | agents seen healthy for the first time (one event, not one each) |
+| `agentwatch.fleet.shutdown` | `agentwatch.fleet` | the shutdown flow ran |
+| `agentwatch.container.<action>` | the agent's, or `agentwatch.container.<id>` | reconcile or shutdown acted |
+| `agentwatch.monitor.cycle` | `agentwatch.monitor` | a monitor cycle completed |
+| `agentwatch.monitor.armed` | `agentwatch.monitor` | bootstrap armed "monitor stalled" |
+| `agentwatch.heartbeat.batch` | `agentwatch.heartbeat-server` | the heartbeat server flushed beats |
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .registry import AgentSpec
+
+__all__ = [
+    "AGENT_CHANGED",
+    "AGENT_LATE",
+    "AGENT_PREFIX",
+    "BACKEND_LABEL",
+    "CONTAINER_PREFIX",
+    "FLEET_FIRST_SEEN",
+    "FLEET_RESOURCE_ID",
+    "FLEET_SHUTDOWN",
+    "HEARTBEAT_BATCH",
+    "MONITOR_ARMED",
+    "MONITOR_CYCLE",
+    "MONITOR_RESOURCE_ID",
+    "ROUTE_LABEL",
+    "EventSpec",
+    "agent_event_name",
+    "agent_resource",
+    "agent_resource_id",
+    "container_event_name",
+    "fleet_resource",
+    "monitor_resource",
+    "transition_event_id",
+]
+
+AGENT_PREFIX = "agentwatch.agent."
+CONTAINER_PREFIX = "agentwatch.container."
+FLEET_RESOURCE_ID = "agentwatch.fleet"
+MONITOR_RESOURCE_ID = "agentwatch.monitor"
+HEARTBEAT_SERVER_RESOURCE_ID = "agentwatch.heartbeat-server"
+
+AGENT_LATE = "agentwatch.agent.late"
+AGENT_CHANGED = "agentwatch.agent.changed"
+AGENT_HEARTBEAT = "agentwatch.agent.heartbeat"  # Prefect-native heartbeats, sent by agents themselves
+FLEET_FIRST_SEEN = "agentwatch.fleet.first-seen"
+FLEET_SHUTDOWN = "agentwatch.fleet.shutdown"
+MONITOR_CYCLE = "agentwatch.monitor.cycle"
+MONITOR_ARMED = "agentwatch.monitor.armed"
+HEARTBEAT_BATCH = "agentwatch.heartbeat.batch"
+
+ROUTE_LABEL = "agentwatch.route"  # on alert events: the route whose automation forwards them
+BACKEND_LABEL = "agentwatch.backend"  # "docker" on container-backed agents: what the reconcile automation matches
+LABEL_PREFIX = "agentwatch.label."  # an agent's labels ride along on its resource
+
+# Event ids of transitions are uuid5 of this namespace and the transition row's own uuid, so a row
+# published twice (a run killed after posting, before marking) is one event on the server.
+_NAMESPACE = uuid.UUID("6f1d6c1e-0a43-4c55-9a51-7d1f3c2b9e10")
+
+
+def agent_resource_id(agent_id: str) -> str:
+    return AGENT_PREFIX + agent_id
+
+
+def agent_event_name(state: str) -> str:
+    """`agentwatch.agent.<state>` for a state value (`AgentState.value`)."""
+    return AGENT_PREFIX + state
+
+
+def container_event_name(action: str) -> str:
+    """`agentwatch.container.<action>`: started, stopped, restarted, removed, restart-budget-exhausted."""
+    return CONTAINER_PREFIX + action
+
+
+def agent_resource(agent_id: str, agent: AgentSpec | None) -> dict[str, str]:
+    """The event resource of one agent; labels ride along so automations can route by them."""
+    resource = {"prefect.resource.id": agent_resource_id(agent_id)}
+    if agent is not None:
+        resource["prefect.resource.name"] = agent.display_name
+        for key, value in agent.labels.items():
+            resource[LABEL_PREFIX + key] = value
+        if agent.source == "docker" or (agent.probe is not None and agent.probe.kind == "docker"):
+            resource[BACKEND_LABEL] = "docker"  # what the reconcile automation matches
+    return resource
+
+
+def fleet_resource(**extra: str) -> dict[str, str]:
+    return {"prefect.resource.id": FLEET_RESOURCE_ID, "prefect.resource.name": "agentwatch fleet", **extra}
+
+
+def monitor_resource() -> dict[str, str]:
+    return {"prefect.resource.id": MONITOR_RESOURCE_ID, "prefect.resource.name": "agentwatch monitor"}
+
+
+def transition_event_id(row_uid: str, suffix: str = "") -> uuid.UUID:
+    """The deterministic id of an event derived from a transition row (and, for alert events, the
+    route): the same row always gives the same id, so the server keeps it once."""
+    return uuid.uuid5(_NAMESPACE, f"{row_uid}/{suffix}" if suffix else row_uid)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event to post: what the Prefect layer turns into a `prefect.events.Event`.
+
+    `id` None: a fresh id (events that no durable row stands behind)."""
+
+    event: str
+    resource: Mapping[str, str]
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    occurred: datetime | None = None
+    id: uuid.UUID | None = None

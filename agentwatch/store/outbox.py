@@ -1,0 +1,175 @@
+"""The transition log as an outbox. A row is written with the state change that caused it (see
+agents.py) and carries its delivery state: `published_at` (its event and artifact version are on
+the Prefect server) and `alerted_at` (the alert step has decided on it).
+
+A publisher claims rows with compare-and-swap (`claimed_by` / `claimed_until`, a lease), publishes
+them in order and marks them. A publisher that dies holding a claim leaves it to expire, and the
+next run takes the rows again; `attempts` > 1 tells it a previous try may have got halfway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..models import AgentState, Transition
+from ..outbox import OutboxRow, costs_a_publish
+from .base import StoreBase, column_value, utc
+from .schema import transitions
+
+__all__ = ["OutboxCounts", "OutboxTable"]
+
+_CHUNK = 500  # IN lists have limits (SQLite: 32,766 variables; asyncpg: 32,767)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    unpublished: int
+    unalerted: int
+
+
+class OutboxTable(StoreBase):
+    async def claim_unpublished(
+        self, claimer: str, *, now: datetime, lease: timedelta, max_costly: int, max_rows: int = 50_000
+    ) -> list[OutboxRow]:
+        """Claim the oldest unpublished rows nobody holds, in log order, until `max_costly` rows
+        that need an event and an artifact of their own (first sights of healthy agents are cheap:
+        they are folded into one fleet event) or `max_rows` in all. `claimer` must be unique to the
+        caller: the rows it won are those that carry it afterwards."""
+        now = column_value(now)
+        until = now + lease
+        free = sa.and_(
+            transitions.c.published_at.is_(None),
+            sa.or_(transitions.c.claimed_until.is_(None), transitions.c.claimed_until < now),
+        )
+
+        def claim(conn: Connection) -> list[OutboxRow]:
+            candidates = conn.execute(
+                sa.select(transitions.c.id, transitions.c.from_state, transitions.c.to_state)
+                .where(free)
+                .order_by(transitions.c.id)
+                .limit(max_rows)
+            ).all()
+            wanted: list[int] = []
+            costly = 0
+            for row in candidates:
+                cost = costs_a_publish(AgentState(row.from_state), AgentState(row.to_state))
+                if costly + cost > max_costly:
+                    break
+                costly += cost
+                wanted.append(row.id)
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                conn.execute(
+                    transitions.update()
+                    .where(transitions.c.id.in_(chunk), free)
+                    .values(claimed_by=claimer, claimed_until=until, attempts=transitions.c.attempts + 1)
+                )
+            won: list[OutboxRow] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                query = sa.select(transitions).where(transitions.c.id.in_(chunk), transitions.c.claimed_by == claimer)
+                won.extend(_row(r) for r in conn.execute(query))
+            return sorted(won, key=lambda r: r.id)
+
+        return await self._run(claim, begin=True)
+
+    async def mark_published(self, claimer: str, ids: Iterable[int], now: datetime) -> int:
+        """Mark rows this claimer holds as published. Returns how many were marked."""
+        return await self._update_held(claimer, ids, published_at=column_value(now), claimed_until=None)
+
+    async def release_claims(self, claimer: str, ids: Iterable[int]) -> int:
+        """Give back rows this claimer could not publish, so the next run takes them at once."""
+        return await self._update_held(claimer, ids, claimed_until=None)
+
+    async def _update_held(self, claimer: str, ids: Iterable[int], **values: Any) -> int:
+        wanted = list(ids)
+
+        def write(conn: Connection) -> int:
+            count = 0
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                stmt = (
+                    transitions.update()
+                    .where(
+                        transitions.c.id.in_(chunk),
+                        transitions.c.claimed_by == claimer,
+                        transitions.c.published_at.is_(None),
+                    )
+                    .values(**values)
+                )
+                count += conn.execute(stmt).rowcount
+            return count
+
+        return await self._run(write, begin=True) if wanted else 0
+
+    async def unalerted(self, limit: int = 10_000) -> list[OutboxRow]:
+        """Published rows the alert step has not decided on yet, oldest first."""
+
+        def read(conn: Connection) -> list[OutboxRow]:
+            query = (
+                sa.select(transitions)
+                .where(transitions.c.published_at.is_not(None), transitions.c.alerted_at.is_(None))
+                .order_by(transitions.c.id)
+                .limit(limit)
+            )
+            return [_row(r) for r in conn.execute(query)]
+
+        return await self._run(read)
+
+    async def mark_alerted(self, ids: Sequence[int], now: datetime) -> int:
+        """Mark rows decided on by the alert step (when no incident write goes with them)."""
+        return await self._run(lambda conn: mark_alerted_in(conn, ids, now), begin=True) if ids else 0
+
+    async def outbox_counts(self) -> OutboxCounts:
+        """How many rows wait to be published, and to be alerted on."""
+
+        def read(conn: Connection) -> OutboxCounts:
+            unpublished = conn.execute(
+                sa.select(sa.func.count()).select_from(transitions).where(transitions.c.published_at.is_(None))
+            ).scalar_one()
+            unalerted = conn.execute(
+                sa.select(sa.func.count()).select_from(transitions).where(transitions.c.alerted_at.is_(None))
+            ).scalar_one()
+            return OutboxCounts(int(unpublished), int(unalerted))
+
+        return await self._run(read)
+
+
+def mark_alerted_in(conn: Connection, ids: Sequence[int], now: datetime) -> int:
+    """Inside a transaction of the caller's (the incident writes that go with the decision)."""
+    count = 0
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start : start + _CHUNK])
+        stmt = (
+            transitions.update()
+            .where(transitions.c.id.in_(chunk), transitions.c.alerted_at.is_(None))
+            .values(alerted_at=column_value(now))
+        )
+        count += conn.execute(stmt).rowcount
+    return count
+
+
+def _row(r: Any) -> OutboxRow:
+    return OutboxRow(
+        id=r.id,
+        uid=r.uid or f"legacy-{r.id}",
+        seq=r.seq,
+        transition=Transition(
+            agent_id=r.agent_id,
+            from_state=AgentState(r.from_state),
+            to_state=AgentState(r.to_state),
+            reason=r.reason,
+            failures=r.failures,
+            at=utc(r.at) or r.at,
+        ),
+        run_id=r.run_id,
+        attempts=r.attempts or 0,
+        published_at=utc(r.published_at),
+        alerted_at=utc(r.alerted_at),
+    )
