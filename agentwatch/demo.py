@@ -41,6 +41,7 @@ class AgentServer:
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AgentServer:
         await self.start()
@@ -58,6 +59,11 @@ class AgentServer:
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
+            # Handlers that never answer ("hang" agents) are cancelled, not left pending at loop close.
+            for handler in list(self._handlers):
+                handler.cancel()
+            if self._handlers:
+                await asyncio.wait(list(self._handlers), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
@@ -70,6 +76,9 @@ class AgentServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)  # type: ignore[arg-type]
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -97,6 +106,8 @@ class AgentServer:
             pass
         finally:
             self._writers.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)  # type: ignore[arg-type]
             writer.close()
 
 

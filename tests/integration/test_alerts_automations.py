@@ -75,6 +75,14 @@ def test_route_automations_forward_only_their_route() -> None:
         "agentwatch.alert.reminder",
         "agentwatch.fleet.degraded",
         "agentwatch.fleet.reminder",
+        "agentwatch.alert.flapping",
+        "agentwatch.fleet.flapping",
+    }
+    assert wanted["agentwatch: ops: agent recovered"].trigger.expect == {  # type: ignore[union-attr]
+        "agentwatch.alert.resolved",
+        "agentwatch.fleet.recovered",
+        "agentwatch.alert.settled",
+        "agentwatch.fleet.settled",
     }
     [action] = down.actions
     assert isinstance(action, SendNotification) and action.block_document_id == blocks["ops"]
