@@ -49,7 +49,7 @@ __all__ = [
     "container_event_name",
     "fleet_resource",
     "monitor_resource",
-    "transition_event_id",
+    "derived_event_id",
 ]
 
 AGENT_PREFIX = "agentwatch.agent."
@@ -71,8 +71,7 @@ ROUTE_LABEL = "agentwatch.route"  # on alert events: the route whose automation 
 BACKEND_LABEL = "agentwatch.backend"  # "docker" on container-backed agents: what the reconcile automation matches
 LABEL_PREFIX = "agentwatch.label."  # an agent's labels ride along on its resource
 
-# Event ids of transitions are uuid5 of this namespace and the transition row's own uuid, so a row
-# published twice (a run killed after posting, before marking) is one event on the server.
+# Event ids that must survive a retry are uuid5 of this namespace and a key (derived_event_id).
 _NAMESPACE = uuid.UUID("6f1d6c1e-0a43-4c55-9a51-7d1f3c2b9e10")
 
 
@@ -110,10 +109,11 @@ def monitor_resource() -> dict[str, str]:
     return {"prefect.resource.id": MONITOR_RESOURCE_ID, "prefect.resource.name": "agentwatch monitor"}
 
 
-def transition_event_id(row_uid: str, suffix: str = "") -> uuid.UUID:
-    """The deterministic id of an event derived from a transition row (and, for alert events, the
-    route): the same row always gives the same id, so the server keeps it once."""
-    return uuid.uuid5(_NAMESPACE, f"{row_uid}/{suffix}" if suffix else row_uid)
+def derived_event_id(key: str, suffix: str = "") -> uuid.UUID:
+    """The deterministic id of an event derived from what it reports: a transition row's uid, an
+    alert decision, an identity change. The same key always gives the same id, so an event posted
+    again by a retry is kept once by the server (and acted on once by its automations)."""
+    return uuid.uuid5(_NAMESPACE, f"{key}/{suffix}" if suffix else key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from .events import (
     EventSpec,
     agent_event_name,
     agent_resource,
+    derived_event_id,
     fleet_resource,
-    transition_event_id,
 )
 from .models import AgentState, Transition
 from .render import transition_markdown
@@ -106,7 +106,7 @@ def plan_publish(
                     "run_url": run_url,
                 },
                 occurred=first[-1].transition.at,
-                id=transition_event_id(first[0].uid, f"first-seen/{first[-1].uid}"),
+                id=derived_event_id(first[0].uid, f"first-seen/{first[-1].uid}"),
             )
         )
     folded = {r.id for r in plan.folded}
@@ -121,7 +121,7 @@ def plan_publish(
                 resource=agent_resource(t.agent_id, agent),
                 payload={**t.payload(), "seq": row.seq, "transition": row.uid},
                 occurred=t.at,
-                id=transition_event_id(row.uid),
+                id=derived_event_id(row.uid),
             )
         )
         marker = artifact_marker(row)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from prefect.artifacts import acreate_markdown_artifact
 
-from agentwatch.drift import Drift, describe_changes, plan_drift
-from agentwatch.events import AGENT_CHANGED, EventSpec, agent_resource, transition_event_id
+from agentwatch.drift import IDENTITY_KEY, Drift, describe_changes, plan_drift
+from agentwatch.events import AGENT_CHANGED, EventSpec, agent_resource, derived_event_id
 from agentwatch.models import ProbeResult
 from agentwatch.registry import Registry
 from agentwatch.settings import Settings
@@ -31,7 +31,7 @@ def _event(drift: Drift, fleet: Registry, run_url: str | None) -> EventSpec:
         AGENT_CHANGED,
         agent_resource(drift.agent_id, fleet.get(drift.agent_id)),
         {"agent": drift.agent_id, "changes": [c.payload() for c in drift.changes], "run_url": run_url},
-        id=transition_event_id(key, "changed"),
+        id=derived_event_id(key, "changed"),
     )
 
 
@@ -45,7 +45,7 @@ async def report_drift(
 ) -> int:
     """Report and remember the identity changes in `results`. Returns how many were reported;
     raises when the API failed them (nothing changed is remembered then)."""
-    reporting = [r for r in results if r.details and isinstance(r.details.get("identity"), dict)]
+    reporting = [r for r in results if r.details and isinstance(r.details.get(IDENTITY_KEY), dict)]
     if not reporting:
         return 0
     drifts = plan_drift(reporting, await store.load_identities(r.agent_id for r in reporting))

@@ -1,5 +1,6 @@
-"""The Prefect side of heartbeat agents: the `late` warning event, the heartbeat server's batched
-`agentwatch.heartbeat.batch` events, and reading tokens from Secret blocks.
+"""The Prefect side of heartbeat agents: the heartbeat server's batched
+`agentwatch.heartbeat.batch` events, and reading tokens from Secret blocks. (The `late` warning
+event is posted by the monitor with its cycle event.)
 
 The domain package (agentwatch.heartbeat) never imports Prefect: the CLI hands the server a
 `PrefectBatchSink` and a mapping of Secret values loaded here.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from prefect.blocks.system import Secret
@@ -17,27 +18,11 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 
-from agentwatch.events import AGENT_LATE, HEARTBEAT_BATCH, HEARTBEAT_SERVER_RESOURCE_ID, agent_resource
-from agentwatch.heartbeat.watch import LateWarning
-from agentwatch.registry import Registry
+from agentwatch.events import HEARTBEAT_BATCH, HEARTBEAT_SERVER_RESOURCE_ID
 
-__all__ = ["PrefectBatchSink", "emit_late_warnings", "load_secrets"]
+__all__ = ["PrefectBatchSink", "load_secrets"]
 
 log = logging.getLogger(__name__)
-LATE_EVENT = AGENT_LATE
-BATCH_EVENT = HEARTBEAT_BATCH
-
-
-def emit_late_warnings(warnings: Sequence[LateWarning], registry: Registry) -> int:
-    """One `agentwatch.agent.late` event per agent that just missed its first beat."""
-    for warning in warnings:
-        emit_event(
-            event=LATE_EVENT,
-            resource=agent_resource(warning.agent_id, registry.get(warning.agent_id)),
-            occurred=warning.at,
-            payload=warning.payload(),
-        )
-    return len(warnings)
 
 
 class PrefectBatchSink:
@@ -60,7 +45,7 @@ class PrefectBatchSink:
             self.skipped += 1
             return
         emit_event(
-            event=BATCH_EVENT,
+            event=HEARTBEAT_BATCH,
             resource=self.resource,
             occurred=at,
             payload={"agents": len(counts), "pings": sum(counts.values()), "by_agent": dict(counts)},

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..events import transition_event_id
+from ..events import derived_event_id
 from .incidents import Alert, AlertKind
 from .messages import MAX_NAMES, agent_message, clean, fleet_message
 
@@ -62,7 +62,7 @@ def alert_event_id(alert: AlertEvent) -> uuid.UUID:
     """The same alert (event, route, agent or group, incident start, reminder count) always gets the
     same event id: a run that posted it and died before saving its incident, and the run that then
     decides the same again, make one event on the server, so one message."""
-    return transition_event_id(f"{alert.event}|{alert.route}|{alert.identity}", "alert")
+    return derived_event_id(f"{alert.event}|{alert.route}|{alert.identity}", "alert")
 
 
 def alert_events(

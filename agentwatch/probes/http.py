@@ -16,7 +16,8 @@ from ..models import ProbeResult
 from ..redact import redact_url
 from ..registry import AgentSpec, HttpProbe
 from .conditions import certificate_not_after, check_conditions
-from .tcp import describe_connection_error, describe_exception
+from .tcp import describe_exception
+from .wire import describe_http_error
 
 if TYPE_CHECKING:
     from . import ProbeContext
@@ -48,17 +49,6 @@ def _status_ok(spec: HttpProbe, status: int) -> bool:
     if spec.expect_status is not None:
         return status == spec.expect_status
     return 200 <= status <= 399
-
-
-def _describe_http_error(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc):
-        return "server disconnected without a response"
-    if isinstance(exc, httpx.LocalProtocolError):
-        # h11's message quotes the offending header value: a token, most often.
-        return "the HTTP client refused to send the request (an invalid header name or value)"
-    if isinstance(exc, httpx.DecodingError):
-        return f"cannot decode body: {exc}"
-    return describe_connection_error(exc)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
@@ -104,7 +94,9 @@ async def probe_http(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
         raise TimeoutError(str(exc)) from exc
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - start) * 1000
-        return ProbeResult(agent.id, ok=False, latency_ms=latency, reason=_describe_http_error(exc), details=details)
+        return ProbeResult(
+            agent.id, ok=False, latency_ms=latency, reason=describe_http_error(exc, "body"), details=details
+        )
     except Exception as exc:
         # Not an httpx error, yet raised by the request: anyio's exception group around an
         # OverflowError for a bad port, a UnicodeEncodeError, ... Say what the innermost one said.

@@ -61,15 +61,16 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     return bytes(body), False
 
 
-def describe_http_error(exc: httpx.HTTPError) -> str:
-    """A short reason for a failed request, never quoting a header value."""
+def describe_http_error(exc: httpx.HTTPError, what: str = "the answer") -> str:
+    """A short reason for a failed request, never quoting a header value; `what` names the part
+    that could not be decoded."""
     if isinstance(exc, httpx.LocalProtocolError):
         # h11's message quotes the offending header value: a token, most often.
         return "the HTTP client refused to send the request (an invalid header name or value)"
     if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc):
         return "server disconnected without a response"
     if isinstance(exc, httpx.DecodingError):
-        return f"cannot decode the answer: {describe_exception(exc)}"
+        return f"cannot decode {what}: {describe_exception(exc)}"
     return describe_connection_error(exc)
 
 

@@ -13,6 +13,7 @@ from .base import async_url
 from .beats import BeatsTable
 from .budgets import BudgetsTable
 from .history import HistoryTable
+from .identity import IdentityTable
 from .incidents import IncidentsTable
 from .labels import LabelAgentsTable
 from .outbox import OutboxCounts, OutboxTable
@@ -20,5 +21,7 @@ from .outbox import OutboxCounts, OutboxTable
 __all__ = ["CommitResult", "OutboxCounts", "StateStore", "async_url"]
 
 
-class StateStore(AgentsTable, BeatsTable, BudgetsTable, HistoryTable, IncidentsTable, LabelAgentsTable, OutboxTable):
+class StateStore(
+    AgentsTable, BeatsTable, BudgetsTable, HistoryTable, IdentityTable, IncidentsTable, LabelAgentsTable, OutboxTable
+):
     """Async access to everything agentwatch keeps between runs. Use as `async with StateStore(url)`."""

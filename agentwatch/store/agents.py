@@ -17,7 +17,7 @@ from ..models import AgentRecord, AgentState, Transition
 from .base import StoreBase, column_value, drop_except, insert_ignore_many, rows_for, utc
 from .schema import agent_state, transitions
 
-__all__ = ["AgentsTable", "CommitResult"]
+__all__ = ["AgentsTable", "CommitResult", "transition_of"]
 
 _RECORD_FIELDS = (
     "state",
@@ -131,19 +131,21 @@ class AgentsTable(StoreBase):
             query = sa.select(transitions).order_by(transitions.c.id.desc()).limit(limit)
             if agent_id is not None:
                 query = query.where(transitions.c.agent_id == agent_id)
-            return [
-                Transition(
-                    agent_id=r.agent_id,
-                    from_state=AgentState(r.from_state),
-                    to_state=AgentState(r.to_state),
-                    reason=r.reason,
-                    failures=r.failures,
-                    at=utc(r.at) or r.at,
-                )
-                for r in conn.execute(query)
-            ]
+            return [transition_of(r) for r in conn.execute(query)]
 
         return await self._run(read)
+
+
+def transition_of(row: Any) -> Transition:
+    """The transition a row of the log records."""
+    return Transition(
+        agent_id=row.agent_id,
+        from_state=AgentState(row.from_state),
+        to_state=AgentState(row.to_state),
+        reason=row.reason,
+        failures=row.failures,
+        at=utc(row.at) or row.at,
+    )
 
 
 def _values(record: AgentRecord, now: datetime) -> dict[str, Any]:

@@ -4,7 +4,7 @@ translated to StoreError), schema creation, and the helpers every table's code s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -19,7 +19,9 @@ from ..errors import StoreError
 from .schema import OUTBOX_COLUMNS, metadata, transitions
 
 __all__ = [
+    "CHUNK",
     "StoreBase",
+    "chunks",
     "async_url",
     "column_value",
     "drop_except",
@@ -107,7 +109,7 @@ class StoreBase:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
-                    await conn.run_sync(_add_outbox_columns)
+                    await conn.run_sync(_migrate)
                 break
             except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
                 # Another process is creating the same tables (between our check and our CREATE):
@@ -118,16 +120,16 @@ class StoreBase:
         self._ready = True
 
 
-def _add_outbox_columns(conn: Connection) -> None:
-    """Bring a transition log of an earlier release up to the outbox: add the delivery columns and
-    mark its rows delivered (they were published when they were written)."""
+def _migrate(conn: Connection) -> None:
+    """Bring a transition log of an earlier release up to this one (create_all makes new tables,
+    never new columns or indexes of an existing one): add the outbox columns, marking the rows
+    delivered (they were published when they were written), and every index the table declares."""
     have = {c["name"] for c in sa.inspect(conn).get_columns("transitions")}
     missing = [name for name in OUTBOX_COLUMNS if name not in have]
     for name in missing:
         conn.execute(sa.text(f"ALTER TABLE transitions ADD COLUMN {name} {OUTBOX_COLUMNS[name]}"))
-    if missing:
-        for name in ("published_at", "alerted_at"):
-            conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_transitions_{name} ON transitions ({name})"))
+    for index in transitions.indexes:
+        index.create(conn, checkfirst=True)
     if "published_at" in missing:
         conn.execute(
             transitions.update()
@@ -144,15 +146,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+CHUNK = 500  # ids per IN list: they have limits (SQLite: 32,766 variables; asyncpg: 32,767)
+
+
+def chunks(items: Sequence[T]) -> Iterator[list[T]]:
+    """`items` in lists of at most CHUNK, for statements with an IN list."""
+    for start in range(0, len(items), CHUNK):
+        yield list(items[start : start + CHUNK])
+
+
 def rows_for(conn: Connection, table: sa.Table, ids: Iterable[str] | None) -> list[Any]:
     """Every row of `table`, or those of the agent ids given (in chunks: IN lists have limits)."""
     query = sa.select(table)
     if ids is None:
         return list(conn.execute(query))
-    wanted = list(ids)
     rows: list[Any] = []
-    for start in range(0, len(wanted), 500):
-        rows.extend(conn.execute(query.where(table.c.agent_id.in_(wanted[start : start + 500]))))
+    for chunk in chunks(list(ids)):
+        rows.extend(conn.execute(query.where(table.c.agent_id.in_(chunk))))
     return rows
 
 
@@ -160,8 +170,8 @@ def drop_except(conn: Connection, table: sa.Table, keep: Iterable[str]) -> list[
     """Delete the rows of agents not in `keep` (they left the fleet); return their ids."""
     keep_set = set(keep)
     gone = [r.agent_id for r in conn.execute(sa.select(table.c.agent_id)) if r.agent_id not in keep_set]
-    for start in range(0, len(gone), 500):
-        conn.execute(table.delete().where(table.c.agent_id.in_(gone[start : start + 500])))
+    for chunk in chunks(gone):
+        conn.execute(table.delete().where(table.c.agent_id.in_(chunk)))
     return gone
 
 

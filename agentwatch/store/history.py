@@ -2,21 +2,15 @@
 
 Bounded reads: the fleet's transitions over a window come back in one statement whatever the number
 of agents, and each agent's last transition before the window (the state it was in when the window
-began) from a second statement in the same round trip. Two indexes defined here serve them, so
-neither reads the log's older history: (at) for the window, (agent_id, at) for one seek per agent.
-They are created with the table in a new store, and once, on first read, in an older one.
+began) from a second statement in the same round trip. Two indexes of the log (schema.py) serve
+them, so neither reads the log's older history: (at) for the window, (agent_id, at) for one seek per
+agent.
 
-`flap_state` holds one row per agent in a flapping episode (agentwatch.flapping), written only by the
-monitor's alert step with compare-and-swap on `version`, like `alert_incidents`. A table of its own
-rather than columns on the incident row: a flapping agent need not be down (an incident exists only
-while it is), the incident row is deleted when the agent turns healthy while the episode goes on,
-and a new table needs no migration of an existing store and no change to the incident code.
+`flap_state` (schema.py) holds one row per agent in a flapping episode (agentwatch.flapping).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -24,37 +18,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import StoreError
 from ..flapping import Change, FlapChange, FlapMemory
 from ..models import AgentState
 from ..uptime import Mark
-from .base import StoreBase, column_value, drop_except, insert_ignore, utc
-from .schema import TZ, agent_state, metadata, transitions
+from .base import CHUNK, StoreBase, chunks, column_value, drop_except, insert_ignore, utc
+from .schema import agent_state, flap_state, transitions
 
-__all__ = ["HistoryTable", "flap_state"]
+__all__ = ["HistoryTable"]
 
 _STATES = {s.value: s for s in AgentState}
-_CHUNK = 500  # IN lists have limits (SQLite: 32,766 variables; asyncpg: 32,767)
-_INDEXES = (
-    sa.Index("ix_transitions_at", transitions.c.at),  # the fleet's rows of a window
-    sa.Index("ix_transitions_agent_id_at", transitions.c.agent_id, transitions.c.at),  # one agent's, or its last before
-)
-
-flap_state = sa.Table(
-    "flap_state",
-    metadata,
-    sa.Column("agent_id", sa.String(63), primary_key=True),
-    sa.Column("since", TZ, nullable=False),
-    sa.Column("changes", sa.Integer, nullable=False),
-    sa.Column("notified_at", TZ),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("updated_at", TZ, nullable=False),
-)
 
 
 class HistoryTable(StoreBase):
-    _history_indexes = False
-
     async def state_marks(self, since: datetime, agent_ids: Collection[str] | None = None) -> dict[str, list[Mark]]:
         """Each agent's transitions (at, state entered) from `since` on, after its last transition
         before `since` when it has one (the state it was in then); oldest first (agentwatch.uptime).
@@ -63,11 +38,10 @@ class HistoryTable(StoreBase):
         fleet is read and filtered here). Two statements in one round trip whatever the fleet's
         size, each served by an index: the window's rows by time, and per agent one seek for the
         row before it. Neither reads the log's older history."""
-        await self._ensure_history_indexes()
         start = column_value(since)
         wanted = set(agent_ids) if agent_ids is not None else None
         chunks: list[list[str] | None] = [None]
-        if wanted is not None and len(wanted) <= _CHUNK:
+        if wanted is not None and len(wanted) <= CHUNK:
             chunks = [sorted(wanted)]
         t, a = transitions, agent_state
 
@@ -101,17 +75,16 @@ class HistoryTable(StoreBase):
     async def recent_changes(self, agent_ids: Iterable[str], since: datetime) -> dict[str, list[Change]]:
         """The transitions (at, from, to) of these agents from `since` on, oldest first
         (agentwatch.flapping): a handful of rows per agent, read through the (agent_id, at) index."""
-        await self._ensure_history_indexes()
         wanted = sorted(set(agent_ids))
         start = column_value(since)
         t = transitions
 
         def read(conn: Connection) -> dict[str, list[Change]]:
             out: dict[str, list[Change]] = {}
-            for first in range(0, len(wanted), _CHUNK):
+            for chunk in chunks(wanted):
                 query = (
                     sa.select(t.c.agent_id, t.c.at, t.c.from_state, t.c.to_state)
-                    .where(t.c.agent_id.in_(wanted[first : first + _CHUNK]), t.c.at >= start)
+                    .where(t.c.agent_id.in_(chunk), t.c.at >= start)
                     .order_by(t.c.at, t.c.id)
                 )
                 for r in conn.execute(query):
@@ -158,18 +131,6 @@ class HistoryTable(StoreBase):
     async def drop_missing_flaps(self, keep: Iterable[str]) -> list[str]:
         """Forget the episodes of agents whose record is gone (they left the fleet)."""
         return await self._run(lambda conn: drop_except(conn, flap_state, keep), begin=True)
-
-    async def _ensure_history_indexes(self) -> None:
-        # A store created before these indexes existed gets them once; create_all makes them with
-        # the table in a new one.
-        if self._history_indexes:
-            return
-        for index in _INDEXES:
-            # Another process may be creating it, or this one may have no right to: the reads work
-            # without it, slower.
-            with contextlib.suppress(StoreError):
-                await self._run(functools.partial(index.create, checkfirst=True), begin=True)
-        self._history_indexes = True
 
 
 def _memory(row: Any) -> FlapMemory:

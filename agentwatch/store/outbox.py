@@ -17,14 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..models import AgentState, Transition
+from ..models import AgentState
 from ..outbox import OutboxRow, costs_a_publish
-from .base import StoreBase, column_value, utc
+from .agents import transition_of
+from .base import StoreBase, chunks, column_value, utc
 from .schema import transitions
 
 __all__ = ["OutboxCounts", "OutboxTable"]
-
-_CHUNK = 500  # IN lists have limits (SQLite: 32,766 variables; asyncpg: 32,767)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +62,14 @@ class OutboxTable(StoreBase):
                     break
                 costly += cost
                 wanted.append(row.id)
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
+            for chunk in chunks(wanted):
                 conn.execute(
                     transitions.update()
                     .where(transitions.c.id.in_(chunk), free)
                     .values(claimed_by=claimer, claimed_until=until, attempts=transitions.c.attempts + 1)
                 )
             won: list[OutboxRow] = []
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
+            for chunk in chunks(wanted):
                 query = sa.select(transitions).where(transitions.c.id.in_(chunk), transitions.c.claimed_by == claimer)
                 won.extend(_row(r) for r in conn.execute(query))
             return sorted(won, key=lambda r: r.id)
@@ -92,8 +89,7 @@ class OutboxTable(StoreBase):
 
         def write(conn: Connection) -> int:
             count = 0
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
+            for chunk in chunks(wanted):
                 stmt = (
                     transitions.update()
                     .where(
@@ -144,8 +140,7 @@ class OutboxTable(StoreBase):
 def mark_alerted_in(conn: Connection, ids: Sequence[int], now: datetime) -> int:
     """Inside a transaction of the caller's (the incident writes that go with the decision)."""
     count = 0
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
+    for chunk in chunks(ids):
         stmt = (
             transitions.update()
             .where(transitions.c.id.in_(chunk), transitions.c.alerted_at.is_(None))
@@ -160,14 +155,7 @@ def _row(r: Any) -> OutboxRow:
         id=r.id,
         uid=r.uid or f"legacy-{r.id}",
         seq=r.seq,
-        transition=Transition(
-            agent_id=r.agent_id,
-            from_state=AgentState(r.from_state),
-            to_state=AgentState(r.to_state),
-            reason=r.reason,
-            failures=r.failures,
-            at=utc(r.at) or r.at,
-        ),
+        transition=transition_of(r),
         run_id=r.run_id,
         attempts=r.attempts or 0,
         published_at=utc(r.published_at),

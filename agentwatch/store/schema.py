@@ -65,6 +65,10 @@ transitions = sa.Table(
     sa.Column("claimed_by", sa.String(64)),  # the publisher that holds it until `claimed_until`
     sa.Column("claimed_until", TZ),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),  # claims so far; > 1: maybe half-done
+    # Uptime and flapping read windows of the log (agentwatch/store/history.py): (at) for the
+    # fleet's rows of a window, (agent_id, at) for one agent's, or its last row before one.
+    sa.Index("ix_transitions_at", "at"),
+    sa.Index("ix_transitions_agent_id_at", "agent_id", "at"),
 )
 
 # Columns added to `transitions` after its first release, with what an existing row gets: rows
@@ -139,5 +143,20 @@ agent_identity = sa.Table(
     metadata,
     sa.Column("agent_id", sa.String(63), primary_key=True),
     sa.Column("identity", sa.Text, nullable=False),  # JSON
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+# Written only by the monitor's alert step: one row per agent in a flapping episode
+# (agentwatch.flapping), compare-and-swap on `version` like `alert_incidents`. A table of its own
+# rather than columns on the incident row: a flapping agent need not be down (an incident exists
+# only while it is), and the incident row is deleted when the agent turns healthy mid-episode.
+flap_state = sa.Table(
+    "flap_state",
+    metadata,
+    sa.Column("agent_id", sa.String(63), primary_key=True),
+    sa.Column("since", TZ, nullable=False),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sa.Column("notified_at", TZ),
+    sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
 )

@@ -21,7 +21,7 @@ import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from agentwatch.demo import AgentServer, fleet_registry, serve_in_thread
-from agentwatch.events import transition_event_id
+from agentwatch.events import derived_event_id
 from agentwatch.store import StateStore
 from agentwatch.store.schema import transitions
 
@@ -101,7 +101,7 @@ def test_transitions_committed_while_the_server_is_dead_are_published_after(
             events = asyncio.run(
                 wait_for_events("agentwatch.agent.", resources, until=lambda evs: len(evs) >= 4, timeout=30)
             )
-            assert sorted(str(e.id) for e in events) == sorted(str(transition_event_id(r.uid)) for r in rows)
+            assert sorted(str(e.id) for e in events) == sorted(str(derived_event_id(r.uid)) for r in rows)
             assert {e.resource.id: e.event for e in events} == {
                 "agentwatch.agent.slow-a": "agentwatch.agent.healthy",
                 "agentwatch.agent.ok-c": "agentwatch.agent.healthy",

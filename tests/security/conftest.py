@@ -1,19 +1,6 @@
-"""Security test fixtures (the same Docker fixtures as tests/integration). Docker: a real engine, or a loud skip (a failure when
-AGENTWATCH_REQUIRE_DOCKER is set, as in CI). Everything the Docker tests create carries the label
-`agentwatch.test=<session id>` and is removed by that label; agentwatch itself is scoped to that
-label too (AGENTWATCH_DOCKER_SCOPE), so a test run never touches any other container."""
+"""Security test fixtures: the same Docker fixtures as tests/integration (a real engine, this
+session's scope label, containers and images removed by what the session created)."""
 
 from __future__ import annotations
 
-from ..integration.docker_support import (  # noqa: F401 (the Docker fixtures, one set per session)
-    SESSION,
-    TEST_LABEL,
-    RunContainer,
-    busybox_image_fixture,
-    created_fixture,
-    docker_fixture,
-    docker_scope_fixture,
-    example_image_fixture,
-    labels_on_fixture,
-    run_container_fixture,
-)
+from ..integration.conftest import *  # noqa: F403 (the fixtures)

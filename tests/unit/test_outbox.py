@@ -15,7 +15,7 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from agentwatch.cycle import departed
-from agentwatch.events import FLEET_FIRST_SEEN, transition_event_id
+from agentwatch.events import FLEET_FIRST_SEEN, derived_event_id
 from agentwatch.models import AgentRecord, AgentState, Transition
 from agentwatch.outbox import OutboxRow, plan_publish
 from agentwatch.registry import parse_registry
@@ -147,7 +147,7 @@ def test_each_row_is_an_event_with_an_id_derived_from_it_and_an_artifact_version
         "agentwatch.agent.unhealthy",
         "agentwatch.agent.healthy",
     ]
-    assert [e.id for e in plan.events] == [transition_event_id(r.uid) for r in rows]
+    assert [e.id for e in plan.events] == [derived_event_id(r.uid) for r in rows]
     assert plan.events[0].resource["agentwatch.label.team"] == "t"
     assert plan.events[1].payload["transition"] == rows[1].uid
     assert [a.key for a in plan.artifacts] == ["agent-a", "agent-a", "agent-b"]

@@ -233,7 +233,7 @@ def drop_history_indexes(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"DROP INDEX {name}"))
 
 
-async def test_an_older_store_gets_the_history_indexes_on_first_read(tmp_path: Path) -> None:
+async def test_an_older_store_gets_the_history_indexes_when_opened(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
     async with StateStore(url) as store:
         await write_log(store, "a", [(at(0), S.HEALTHY)])
