@@ -4,6 +4,7 @@ The domain package: registry, probes, health policy, state store, Docker backend
 and settings. It imports nothing from Prefect; `flows/` and `tasks/` wrap it for Prefect.
 """
 
+from ._version import __version__
 from .errors import AgentwatchError, EngineUnavailable, Problem, RegistryError, StoreConflict, StoreError
 from .models import AgentRecord, AgentState, ProbeResult, Transition
 from .policy import Evaluation, evaluate, is_due
@@ -24,10 +25,9 @@ __all__ = [
     "StoreConflict",
     "StoreError",
     "Transition",
+    "__version__",
     "evaluate",
     "is_due",
     "load_registry",
     "parse_registry",
 ]
-
-__version__ = "0.1.0"

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .models import AgentRecord, AgentState, ProbeResult, Transition
-from .policy import evaluate, is_due
+from .models import AgentRecord, AgentState, ProbeResult
+from .policy import Evaluation, evaluate, is_due
 from .registry import AgentSpec, Registry
 
 __all__ = ["Departed", "FleetRow", "apply_results", "batched", "departed", "fleet_rows", "select_due"]
 
-Change = tuple[AgentRecord, Transition | None]
 FleetRow = dict[str, Any]
 
 
@@ -45,9 +44,9 @@ def batched(items: Sequence[AgentSpec], size: int) -> list[list[AgentSpec]]:
 
 def apply_results(
     registry: Registry, records: Mapping[str, AgentRecord], results: Iterable[ProbeResult], now: datetime
-) -> list[Change]:
+) -> list[Evaluation]:
     """Fold each result through the health policy. Returns only records that changed."""
-    changes: list[Change] = []
+    changes: list[Evaluation] = []
     for result in results:
         agent = registry.get(result.agent_id)
         if agent is None:
@@ -55,7 +54,7 @@ def apply_results(
         before = records.get(result.agent_id)
         evaluation = evaluate(before, result, agent.policy, now)
         if evaluation.record != before:
-            changes.append((evaluation.record, evaluation.transition))
+            changes.append(evaluation)
     return changes
 
 

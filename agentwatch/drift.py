@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDENTITY_FIELDS",
     "IDENTITY_KEY",
-    "Change",
+    "IdentityChange",
     "Drift",
     "describe_changes",
     "identity_changes",
@@ -39,7 +39,7 @@ _MAX_CHARS = 200  # an agent's self-description is shown, stored and compared: k
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class IdentityChange:
     """One field of an agent's identity that changed: `before` -> `after` (None: not reported)."""
 
     field: str
@@ -67,7 +67,7 @@ def make_identity(name: Any, version: Any, protocol: Any) -> dict[str, str | Non
     return {"name": _text(name), "version": _text(version), "protocol": _text(protocol)}
 
 
-def identity_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
+def identity_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[IdentityChange]:
     """What changed from identity `before` to identity `after`, field by field, in IDENTITY_FIELDS
     order. Nothing when either is None: a first sight is no change, and a check that learned no
     identity (the agent was down) says nothing about it. A field the agent stopped reporting is a
@@ -78,11 +78,11 @@ def identity_changes(before: dict[str, Any] | None, after: dict[str, Any] | None
     for field in IDENTITY_FIELDS:
         old, new = _text(before.get(field)), _text(after.get(field))
         if old != new:
-            changes.append(Change(field, old, new))
+            changes.append(IdentityChange(field, old, new))
     return changes
 
 
-def describe_changes(changes: list[Change]) -> str:
+def describe_changes(changes: list[IdentityChange]) -> str:
     """One line for an artifact or a log: "version 0.9.1 -> 0.10.0; protocol 1 -> 2"."""
     return "; ".join(str(change) for change in changes)
 
@@ -95,7 +95,7 @@ class Drift:
     agent_id: str
     before: dict[str, Any] | None
     after: dict[str, Any]
-    changes: list[Change]
+    changes: list[IdentityChange]
 
 
 def plan_drift(results: Iterable[ProbeResult], known: Mapping[str, dict[str, Any]]) -> list[Drift]:

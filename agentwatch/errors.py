@@ -1,14 +1,20 @@
-"""The one exception tree of agentwatch.
+"""The one exception tree of agentwatch (the domain and its Prefect layer alike).
 
     AgentwatchError
     ├── RegistryError        a registry file that cannot be used; carries every problem found
     ├── UnknownAgent         an operator named an agent the registry does not have
     ├── StoreError           the state store cannot be reached or written
     │   └── StoreConflict    a compare-and-swap write lost to another writer
-    └── EngineUnavailable    the Docker engine (or another backend) cannot be reached
+    ├── EngineUnavailable    the Docker engine (or another backend) cannot be reached
+    ├── ContainerOpFailed    the engine refused an operation on one container
+    ├── BadAnswer            an agent answered, but not as its protocol says (a probe's reason)
+    ├── MonitorIncomplete    a monitor cycle committed its states, but the Prefect API failed a later step
+    └── BootstrapError       bootstrap cannot do what the registry asks
 
-A probe never raises for a failed target: it returns a ProbeResult. These exceptions are for
-bad configuration, unreachable infrastructure and bugs.
+A probe never raises for a failed target: it returns a ProbeResult (BadAnswer is caught by the
+probe and becomes its reason). These exceptions are for bad configuration, unreachable
+infrastructure and bugs. The only exception classes defined elsewhere are private signals raised
+and caught within one module (`_Failed` of the acp and mcp probes, `_Legacy`, `_BodyTooLarge`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "AgentwatchError",
+    "BadAnswer",
+    "BootstrapError",
+    "ContainerOpFailed",
     "EngineUnavailable",
+    "MonitorIncomplete",
     "Problem",
     "RegistryError",
     "StoreConflict",
@@ -74,3 +84,20 @@ class StoreConflict(StoreError):
 
 class EngineUnavailable(AgentwatchError):
     """A backend engine (the Docker engine) cannot be reached; never an agent failure."""
+
+
+class ContainerOpFailed(AgentwatchError):
+    """The engine refused an operation on one container (gone, conflict, engine error)."""
+
+
+class BadAnswer(AgentwatchError):
+    """The target answered, but not as its protocol says; the message is the failure's reason."""
+
+
+class MonitorIncomplete(AgentwatchError):
+    """The cycle's states are committed, but the Prefect API failed a later step (named in the
+    message); what it could not deliver is kept and goes out with the next run."""
+
+
+class BootstrapError(AgentwatchError):
+    """Bootstrap cannot do what the registry asks (a route's URL is missing, a deployment is absent)."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_WINDOW",
-    "Change",
+    "Flip",
     "FlapChange",
     "FlapMemory",
     "FlapPhase",
@@ -46,7 +46,7 @@ __all__ = [
 
 DEFAULT_THRESHOLD = 5
 DEFAULT_WINDOW = timedelta(minutes=10)
-Change = tuple[datetime, AgentState, AgentState]  # a transition: when, from, to
+Flip = tuple[datetime, AgentState, AgentState]  # a state change as the log has it: when, from, to
 _NOT_A_FLAP = frozenset({AgentState.PAUSED, AgentState.UNMANAGED})
 
 
@@ -89,7 +89,7 @@ class FlapState:
     memory: FlapMemory | None = None  # as stored (its version is the compare-and-swap base)
 
 
-def change_times(changes: Iterable[Change]) -> list[datetime]:
+def change_times(changes: Iterable[Flip]) -> list[datetime]:
     """The times of the transitions that count as state changes, oldest first."""
     return sorted(at for at, old, new in changes if old not in _NOT_A_FLAP and new not in _NOT_A_FLAP)
 
@@ -138,7 +138,7 @@ def flap_lookback(registry: Registry) -> timedelta:
 
 def flap_states(
     registry: Registry,
-    changes: Mapping[str, Sequence[Change]],
+    changes: Mapping[str, Sequence[Flip]],
     memories: Mapping[str, FlapMemory],
     now: datetime,
     only: Collection[str] | None = None,

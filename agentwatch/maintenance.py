@@ -1,4 +1,5 @@
-"""Operator actions for agents of every kind: pause, resume, and the fleet's status table.
+"""Operator actions for agents of every kind: pause and resume (what they read back is in
+agentwatch.status).
 
 Pause and resume write the agent's record with compare-and-swap, like the monitor, so an operator
 and a monitor run never overwrite each other: whoever loses re-reads and tries again. A paused
@@ -9,22 +10,17 @@ ignores beats, which otherwise wake a paused heartbeat agent (see heartbeat.watc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from .durations import parse_duration
 from .errors import StoreConflict, UnknownAgent
-from .heartbeat.beats import Beat
-from .heartbeat.watch import clock_start
 from .models import AgentRecord
 from .policy import Evaluation, new_record, pause, resume
-from .probes.heartbeat import check_heartbeat
 from .registry import AgentSpec, Registry
 from .store import CommitResult, StateStore
-from .uptime import LONGEST, Availability, fleet_uptime, uptime_fields, uptime_rows
 
-__all__ = ["parse_until", "read_status", "read_uptime", "require_agent", "set_paused", "set_resumed", "status_rows"]
+__all__ = ["parse_until", "require_agent", "set_paused", "set_resumed"]
 
 
 def require_agent(registry: Registry, agent_id: str, source: str) -> AgentSpec:
@@ -77,73 +73,7 @@ async def _update(
         evaluation = change(record)
         if evaluation.record == record:
             return CommitResult()
-        result = await store.commit([(evaluation.record, evaluation.transition)])
+        result = await store.commit([evaluation])
         if not result.conflicts:
             return result
     raise StoreConflict(f"agent {agent_id}: its record changed under each of {attempts} attempts")
-
-
-def status_rows(
-    registry: Registry,
-    records: Mapping[str, AgentRecord],
-    beats: Mapping[str, Beat],
-    now: datetime,
-    uptimes: Mapping[str, Mapping[str, Availability]] | None = None,
-) -> list[dict[str, Any]]:
-    """One row per agent: state, since, last beat, seconds since it, missed beats, pause, uptime
-    (percent over 24 h, 7 d, 30 d: agentwatch.uptime), reason.
-
-    Missed beats are counted at `now` (not at the last monitor run); they are None for agents
-    that do not beat and while a pause lasts.
-    """
-    rows = []
-    for agent in registry.agents:
-        rec = records.get(agent.id)
-        beat = beats.get(agent.id)
-        spec = agent.probe.heartbeat if agent.probe is not None else None
-        last = beat.last_seen if beat is not None else None
-        missed = None
-        if spec is not None and not (rec is not None and rec.paused):
-            missed = check_heartbeat(agent.id, spec, beat, clock_start(rec, now), now).details["missed"]
-        rows.append(
-            {
-                "id": agent.id,
-                "probe": agent.probe.kind if agent.probe is not None else "-",
-                "state": rec.state.value if rec is not None else "unknown",
-                "since": _iso(rec.since if rec is not None else None),
-                "last_beat": _iso(last),
-                "seconds_since": round((now - last).total_seconds(), 1) if last is not None else None,
-                "missed": missed,
-                "paused": bool(rec and rec.paused),
-                "paused_until": _iso(rec.paused_until if rec is not None else None),
-                "sticky": bool(rec and rec.sticky),
-                **uptime_fields((uptimes or {}).get(agent.id)),
-                "reason": rec.reason if rec is not None else "not checked yet",
-            }
-        )
-    return rows
-
-
-async def read_status(
-    store: StateStore, registry: Registry, now: datetime, agent_ids: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Status rows from the store as it is now, for the whole registry or some of its agents."""
-    wanted = [a for a in registry.agents if agent_ids is None or a.id in agent_ids]
-    ids = [a.id for a in wanted]
-    records = await store.load(ids)
-    beats = await store.load_beats(ids)
-    uptimes = fleet_uptime(await store.state_marks(now - LONGEST, ids), records, now)
-    return status_rows(registry.model_copy(update={"agents": wanted}), records, beats, now, uptimes)
-
-
-async def read_uptime(store: StateStore, registry: Registry, now: datetime) -> list[dict[str, Any]]:
-    """Every agent's availability over 24 h, 7 d and 30 d (agentwatch.uptime.uptime_rows), from one
-    bounded read of the transition log."""
-    ids = registry.ids
-    records = await store.load(ids)
-    uptimes = fleet_uptime(await store.state_marks(now - LONGEST, ids), records, now)
-    return uptime_rows(registry.agents, records, uptimes)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value is not None else None

@@ -7,7 +7,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["AgentRecord", "AgentState", "ProbeResult", "Transition"]
+__all__ = [
+    "AgentRecord",
+    "AgentState",
+    "Asserted",
+    "Cause",
+    "Counted",
+    "NotProbed",
+    "Override",
+    "OwnThreshold",
+    "ProbeResult",
+    "Transition",
+]
 
 
 class AgentState(StrEnum):
@@ -28,16 +39,60 @@ class AgentState(StrEnum):
         return self in (AgentState.UNHEALTHY, AgentState.FAILED)
 
 
+class Cause(StrEnum):
+    """Why a backend named an agent's state outright (`Asserted.cause`); matched, never parsed from text."""
+
+    UNMANAGED = "unmanaged"  # listed, never probed (stdio transport, placeholder endpoint)
+    CONTAINER = "container"  # the Docker engine reports the container stopped, failed, gone or starting
+    ENGINE_UNREACHABLE = "engine-unreachable"  # the Docker engine could not be asked: nothing learnt
+    RESTART_BUDGET = "restart-budget"  # reconcile gave up restarting: the restart budget is exhausted
+    HEARTBEAT = "heartbeat"  # a heartbeat agent inside its start grace
+
+
+@dataclass(frozen=True, slots=True)
+class Asserted:
+    """A backend knows the state outright (a container that exited 0 is stopped); the policy takes it."""
+
+    state: AgentState
+    cause: Cause
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """The probe counted failures itself (heartbeat: missed beats against `max_missed`).
+
+    The count replaces the policy's one-failure-per-check, the probe's reason is used as given, and
+    there is no backoff (re-reading stored beats costs nothing).
+    """
+
+    failures: int
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnThreshold:
+    """The policy counts one failure per check as usual, with its own wording, but against the
+    probe's threshold and without backoff (heartbeat: a job that reported failure, judged against
+    `max_missed`)."""
+
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotProbed:
+    """Nothing was checked this time (probed by another backend, no beats loaded): the record stays."""
+
+
+Override = Asserted | Counted | OwnThreshold | NotProbed
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """What one check of one agent found. Probes return this; they never raise for a failed target.
+    """What one check of one agent observed. Probes return this; they never raise for a failed target.
 
-    `state` lets a probe that knows more than ok/not-ok (a Docker container that exited 0, a
-    healthcheck still starting, an unreachable engine) name the state outright; the health policy
-    honours it instead of counting a failure.
-
-    `failures` and `threshold` let a probe that counts for itself (heartbeat: missed beats against
-    `max_missed`) replace the policy's one-failure-per-check against `failure_threshold`.
+    `ok`, `latency_ms`, `reason` and `details` are the observation. `override`, when set, is a
+    backend's typed instruction to the health policy (`Asserted`, `Counted`, `OwnThreshold`, `NotProbed`); without
+    it the policy counts one success or failure per check.
     """
 
     agent_id: str
@@ -45,10 +100,19 @@ class ProbeResult:
     latency_ms: float | None = None
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    state: AgentState | None = None
-    skipped: bool = False  # not probed (unmanaged, paused, not due)
-    failures: int | None = None  # counted by the probe; its reason is then used as given
-    threshold: int | None = None  # the probe's own failure threshold
+    override: Override | None = None
+
+    @property
+    def asserted(self) -> AgentState | None:
+        """The state a backend asserted, if any."""
+        return self.override.state if isinstance(self.override, Asserted) else None
+
+    @property
+    def probed(self) -> bool:
+        """False when nothing was checked: not probed here, or an unmanaged agent."""
+        if isinstance(self.override, NotProbed):
+            return False
+        return not (isinstance(self.override, Asserted) and self.override.cause is Cause.UNMANAGED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The health policy: a pure function from (record, probe result, policy, now) to a new record.
 
 Rules (README "Health policy"):
-- A failure below `failure_threshold` makes the agent degraded; at the threshold it is unhealthy,
-  with the reason "unreachable after N consecutive health checks: <probe reason>" and `since` the
-  time it became so.
+- A failure below `failure_threshold` makes the agent degraded, with the reason "failed N of M
+  consecutive health checks: <probe reason>"; at the threshold it is unhealthy, with the reason
+  "unhealthy after N consecutive failed health checks: <probe reason>" and `since` the time it
+  became so.
 - Failures inside `start_grace` (counted from first sight, or from a resume) do not count: the
   agent is starting.
 - One success makes it healthy; recovering from degraded/unhealthy/failed takes
@@ -12,19 +13,28 @@ Rules (README "Health policy"):
   interval (or the timeout when the interval is 0, "every run") up to `max_backoff`; a success
   resets it.
 - A paused agent is not probed and not alerted; resume resets its timers and counters.
-- Probes that know the state outright (a container that exited, an unreachable engine) name it in
-  `ProbeResult.state`; the policy takes it as given.
-- Probes that count failures themselves (heartbeat: missed beats against `max_missed`) give
-  `ProbeResult.failures`/`threshold`; the count replaces one-per-check, and there is no backoff.
+- The policy branches on a result's typed `override` (agentwatch.models), never on its text:
+  - `Asserted(state, cause)`: a backend knows the state outright (a container that exited, an
+    unreachable engine, an unmanaged agent); the policy takes it as given. A failed state counts
+    one more failure (and backs off), an unknown one leaves the count as it was (nothing was
+    learnt about the agent), any other resets it. Only the states counting never derives
+    (unmanaged, stopped, failed, unknown, starting) may be asserted; any other is ignored and
+    the check judged by `ok` as usual.
+  - `Counted(failures, threshold)`: the probe counts for itself (heartbeat: missed beats against
+    `max_missed`); its count replaces one-per-check, its reason is used as given, and there is no
+    backoff.
+  - `OwnThreshold(threshold)`: counted one per check by the policy, as usual, but against the
+    probe's threshold and without backoff (heartbeat: a job's reported failure).
+  - `NotProbed()`: nothing was checked; the record stays as it is.
 - Only a change of state is a transition.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from .models import AgentRecord, AgentState, ProbeResult, Transition
+from .models import AgentRecord, AgentState, Asserted, Counted, NotProbed, OwnThreshold, ProbeResult, Transition
 from .registry import Policy
 
 __all__ = ["Evaluation", "backoff_delay", "evaluate", "is_due", "new_record", "pause", "resume"]
@@ -34,9 +44,8 @@ _RECOVERING = (AgentState.DEGRADED, AgentState.UNHEALTHY, AgentState.FAILED)
 _ASSERTED = (AgentState.UNMANAGED, AgentState.STOPPED, AgentState.FAILED, AgentState.UNKNOWN, AgentState.STARTING)
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """The new record and, when the state changed, the transition."""
+class Evaluation(NamedTuple):
+    """The new record and, when the state changed, the transition: what the store commits."""
 
     record: AgentRecord
     transition: Transition | None = None
@@ -85,21 +94,15 @@ def evaluate(prev: AgentRecord | None, result: ProbeResult, policy: Policy, now:
 def _next(rec: AgentRecord, result: ProbeResult, policy: Policy, now: datetime) -> AgentRecord:
     if rec.paused and rec.paused_until is not None and now >= rec.paused_until:
         rec = _resumed(rec, now)
-    if rec.paused or (result.skipped and result.state is None):
+    if rec.paused:
         return rec
-
-    checked = {"last_checked": now, "latency_ms": result.latency_ms}
-    if result.state in _ASSERTED:
-        state = result.state
-        assert state is not None
-        failures = rec.failures + 1 if state is AgentState.FAILED else 0
-        if state is AgentState.UNKNOWN:
-            failures = rec.failures  # the backend is unreachable: nothing was learnt about the agent
-        fields = dict(checked, failures=failures, successes=0)
-        fields["next_check"] = now + (
-            backoff_delay(policy, failures) if state is AgentState.FAILED else policy.interval
-        )
-        return _settle(rec, state, result.reason, now, **fields)
+    checked: dict[str, object] = {"last_checked": now, "latency_ms": result.latency_ms}
+    match result.override:
+        case NotProbed():
+            return rec
+        case Asserted(state=state) if state in _ASSERTED:
+            return _asserted(rec, state, result.reason, policy, now, checked)
+    own = result.override if isinstance(result.override, Counted | OwnThreshold) else None
 
     if result.ok:
         successes = rec.successes + 1
@@ -126,27 +129,50 @@ def _next(rec: AgentRecord, result: ProbeResult, policy: Policy, now: datetime) 
     if in_grace:
         reason = f"starting (inside start grace): {result.reason}"
         return _settle(rec, AgentState.STARTING, reason, now, **checked, successes=0, next_check=now + policy.interval)
+    return _failed(rec, result.reason, own, policy, now, checked)
 
-    # A probe that counts for itself (heartbeat: missed beats) gives the count and words the reason.
-    counted = result.failures is not None
-    failures = result.failures if result.failures is not None else rec.failures + 1
-    threshold = result.threshold or policy.failure_threshold
+
+def _asserted(
+    rec: AgentRecord, state: AgentState, reason: str, policy: Policy, now: datetime, checked: dict[str, object]
+) -> AgentRecord:
+    """A state a backend asserted: taken as given; a failure is counted (and backs off)."""
+    if state is AgentState.FAILED:
+        failures = rec.failures + 1
+    elif state is AgentState.UNKNOWN:
+        failures = rec.failures  # the backend is unreachable: nothing was learnt about the agent
+    else:
+        failures = 0
+    delay = backoff_delay(policy, failures) if state is AgentState.FAILED else policy.interval
+    return _settle(rec, state, reason, now, **checked, failures=failures, successes=0, next_check=now + delay)
+
+
+def _failed(
+    rec: AgentRecord,
+    reason: str,
+    own: Counted | OwnThreshold | None,
+    policy: Policy,
+    now: datetime,
+    checked: dict[str, object],
+) -> AgentRecord:
+    """A failed check: degraded below the threshold, unhealthy at it.
+
+    `own` is a probe's own count (its reason used as given) and threshold, or its threshold alone;
+    either way no backoff: a heartbeat check re-reads stored beats, which costs nothing.
+    """
+    counted = own.failures if isinstance(own, Counted) else None
+    failures = counted if counted is not None else rec.failures + 1
+    threshold = own.threshold if own is not None else policy.failure_threshold
     if failures >= threshold:
         state = AgentState.UNHEALTHY
-        reason = (
-            result.reason if counted else f"unreachable after {failures} consecutive health checks: {result.reason}"
-        )
+        worded = f"unhealthy after {failures} consecutive failed health checks: {reason}"
     else:
         state = AgentState.DEGRADED
-        reason = (
-            result.reason if counted else f"failed {failures} of {threshold} consecutive health checks: {result.reason}"
-        )
-    # A probe with its own threshold reads stored beats: re-checking costs nothing, so no backoff.
-    delay = policy.interval if result.threshold is not None else backoff_delay(policy, failures)
+        worded = f"failed {failures} of {threshold} consecutive health checks: {reason}"
+    delay = policy.interval if own is not None else backoff_delay(policy, failures)
     return _settle(
         rec,
         state,
-        reason,
+        reason if counted is not None else worded,
         now,
         **checked,
         failures=failures,

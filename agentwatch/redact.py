@@ -22,29 +22,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .models import ProbeResult
-
-if TYPE_CHECKING:  # registry.py imports this module for its error messages: no cycle at run time
-    from .registry import AgentSpec
+from .registry import AgentSpec
+from .registry.urls import REDACTED, SECRET_PARAM, redact_url
 
 __all__ = ["REDACTED", "agent_secrets", "expand_secrets", "redact_result", "redact_text", "redact_url", "redact_value"]
 
-REDACTED = "***"
 # Shorter values are not hidden: replacing every "ab" of a message would garble it for no gain.
 MIN_SECRET_CHARS = 4
 _SCHEMES = frozenset({"basic", "bearer", "digest", "token", "apikey", "api-key"})
-# Query parameters whose value is a credential (`?api_key=...`, `?X-Amz-Signature=...`).
-_SECRET_PARAM = re.compile(
-    r"(?i)token|secret|passw|pwd|api[-_]?key|signature|credential|session|(?:^|[-_.])(?:key|sig|auth)$"
-)
-# The user info runs to the last "@" before the path: a password may contain "@" itself.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'\"<>]*@")
-_QUERY_PARAM = re.compile(r"([?&;])([^=&#\s'\"<>]+)=([^&#\s'\"<>]*)")
 
 
 def agent_secrets(agent: AgentSpec, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -108,7 +98,7 @@ def _url_credentials(url: str) -> list[str]:
         userinfo = parts.netloc.rpartition("@")[0]
         found.append(userinfo)
     for name, value in parse_qsl(parts.query, keep_blank_values=False):
-        if _SECRET_PARAM.search(name):
+        if SECRET_PARAM.search(name):
             found.append(value)
     return found
 
@@ -120,23 +110,7 @@ def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if "://" in text:
-        text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    if "=" in text:
-        text = _QUERY_PARAM.sub(_redact_param, text)
-    return text
-
-
-def _redact_param(match: re.Match[str]) -> str:
-    sep, name, value = match.groups()
-    if value and value != REDACTED and _SECRET_PARAM.search(unquote(name)):
-        return f"{sep}{name}={REDACTED}"
-    return match.group(0)
-
-
-def redact_url(url: str) -> str:
-    """A URL as it may be shown: no user info, no credential-like query values."""
-    return redact_text(url)
+    return redact_url(text)
 
 
 def redact_value(value: Any, secrets: Sequence[str] = ()) -> Any:

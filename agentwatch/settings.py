@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .durations import Duration
 
-__all__ = ["Settings", "default_data_dir", "get_settings"]
+__all__ = ["Settings", "default_data_dir", "environment", "get_settings"]
 
 
 def default_data_dir() -> Path:
@@ -192,3 +192,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings from the environment now (cheap; tests change the environment)."""
     return Settings()
+
+
+def environment() -> dict[str, str]:
+    """A copy of the process environment, for what the settings do not model.
+
+    The one place below which the domain reads the environment: secrets named in the registry
+    (`${NAME}` references), `DOCKER_HOST`, and the environment a probe's child process inherits.
+    """
+    return dict(os.environ)

@@ -42,6 +42,7 @@ __all__ = [
     "uptime",
     "uptime_fields",
     "uptime_rows",
+    "with_uptime",
 ]
 
 Mark = tuple[datetime, AgentState]  # a transition: when, and the state it entered
@@ -175,6 +176,21 @@ def uptime_fields(report: Mapping[str, Availability] | None) -> dict[str, float 
     """`uptime_24h`, `uptime_7d`, `uptime_30d`: percents (None: not monitored in that window), the
     columns a status row or a JSON consumer gets."""
     return {f"uptime_{label}": (report[label].percent if report and label in report else None) for label, _ in WINDOWS}
+
+
+def with_uptime(
+    rows: Sequence[Mapping[str, Any]], uptimes: Mapping[str, Mapping[str, Availability]], window: str = "24h"
+) -> list[dict[str, Any]]:
+    """The fleet table's rows with an `uptime_<window>` column: `99.95%`, or `-` for an agent not
+    monitored in that window (`fleet_uptime` gives `uptimes`). In the rows it comes before the
+    reason, as it always has for JSON readers; tables order their columns themselves
+    (agentwatch.render.fleet_columns)."""
+    key = f"uptime_{window}"
+    out = []
+    for row in rows:
+        cell = format_percent(uptimes.get(row["id"], {}).get(window))
+        out.append({**{k: v for k, v in row.items() if k != "reason"}, key: cell, "reason": row.get("reason")})
+    return out
 
 
 def uptime_rows(

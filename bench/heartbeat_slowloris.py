@@ -97,7 +97,7 @@ def start_server(args: argparse.Namespace, tmp: Path, port: int) -> subprocess.P
         DO_NOT_TRACK="1",
     )
     if args.via == "cli":
-        cmd = [sys.executable, "-m", "agentwatch.cli", "heartbeat-server", str(registry), "--port", str(port)]
+        cmd = [sys.executable, "-m", "cli", "heartbeat-server", str(registry), "--port", str(port)]
     else:
         cmd = [sys.executable, "-c", SERVE, str(registry), str(port)]
     nofile = args.nofile

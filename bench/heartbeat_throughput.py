@@ -140,7 +140,7 @@ def main() -> None:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
     )
-    cmd = [sys.executable, "-m", "agentwatch.cli", "heartbeat-server", str(tmp / "fleet.yaml"), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "heartbeat-server", str(tmp / "fleet.yaml"), "--port", str(port)]
     log = (tmp / "server.log").open("wb")
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:

@@ -36,7 +36,16 @@ from prefect.events.actions import ActionTypes, ChangeFlowRunState, DoNothing, R
 
 from agentwatch.alerts import AGENT_EVENTS, FLEET_EVENTS, AlertKind, Route
 from agentwatch.durations import format_duration
-from agentwatch.events import MONITOR_ARMED, MONITOR_CYCLE, MONITOR_RESOURCE_ID
+from agentwatch.events import (
+    BACKEND_LABEL,
+    EVERY_AGENT,
+    MONITOR_ARMED,
+    MONITOR_CYCLE,
+    MONITOR_RESOURCE_ID,
+    ROUTE_LABEL,
+    agent_event_name,
+)
+from agentwatch.models import AgentState
 from agentwatch.registry import Registry
 
 __all__ = [
@@ -95,9 +104,7 @@ def _forward(name: str, events: set[str], route: Route, action: ActionTypes, wha
         name=name,
         description=f"{what} route {route.name!r} ({route.kind}). Decided by the monitor; this only forwards.",
         tags=[TAG],
-        trigger=EventTrigger(
-            match={"agentwatch.route": route.name}, expect=events, posture=Posture.Reactive, threshold=1
-        ),
+        trigger=EventTrigger(match={ROUTE_LABEL: route.name}, expect=events, posture=Posture.Reactive, threshold=1),
         actions=[action],
     )
 
@@ -109,8 +116,8 @@ def reconcile_automation(deployment_id: UUID) -> AutomationCore:
         description="A Docker agent's container failed: run the reconcile deployment for it (within its restart budget).",
         tags=[TAG],
         trigger=EventTrigger(
-            match={"prefect.resource.id": "agentwatch.agent.*", "agentwatch.backend": "docker"},
-            expect={"agentwatch.agent.failed"},
+            match={"prefect.resource.id": EVERY_AGENT, BACKEND_LABEL: "docker"},
+            expect={agent_event_name(AgentState.FAILED)},
             posture=Posture.Reactive,
             threshold=1,
         ),

@@ -19,9 +19,11 @@ from datetime import timedelta
 from prefect.events import AutomationCore, EventTrigger, Posture
 from prefect.events.actions import ActionTypes, DoNothing
 
+from agentwatch.events import AGENT_HEARTBEAT, EVERY_AGENT, agent_resource_id
+
 __all__ = ["HEARTBEAT_EVENT", "heartbeat_automation"]
 
-HEARTBEAT_EVENT = "agentwatch.agent.heartbeat"
+HEARTBEAT_EVENT = AGENT_HEARTBEAT
 
 
 def heartbeat_automation(
@@ -38,7 +40,7 @@ def heartbeat_automation(
     """
     if within < timedelta(seconds=10):
         raise ValueError("a proactive trigger needs `within` of at least 10s")
-    ids = [f"agentwatch.agent.{a}" for a in agent_ids] or ["agentwatch.agent.*"]
+    ids = [agent_resource_id(a) for a in agent_ids] or [EVERY_AGENT]
     trigger = EventTrigger(
         match={"prefect.resource.id": ids},
         after={HEARTBEAT_EVENT},

@@ -1,9 +1,9 @@
 """`agentwatch bootstrap REGISTRY`: put agentwatch on the Prefect server in PREFECT_API_URL, idempotently.
 
-1. Deployments: the same ones `python -m deployments.serve` serves (monitor, reconcile, shutdown),
-   registered with `RunnerDeployment.apply()`: no work pool (a serve process runs them), or a work
-   pool with `--work-pool` (a worker runs them). `--no-deployments` leaves deployments alone
-   (e.g. after `prefect deploy --all`) and only looks up `reconcile`.
+1. Deployments: every one of deployments/definitions.py, the same ones `python -m deployments.serve`
+   serves and prefect.yaml holds, registered with `RunnerDeployment.apply()`: no work pool (a serve
+   process runs them), or a work pool with `--work-pool` (a worker runs them). `--no-deployments`
+   leaves deployments alone (e.g. after `prefect deploy --all`) and only looks up `reconcile`.
 2. Notification blocks: one per route (deployments/notifications.py).
 3. Automations: deployments/automations.py. Those tagged `agentwatch` with an agentwatch name that
    the registry no longer asks for (a removed route) are deleted, as are their blocks.
@@ -31,17 +31,20 @@ from uuid import UUID
 
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.deployments.runner import RunnerDeployment
 from prefect.events import AutomationCore, Event
 from prefect.exceptions import ObjectNotFound
 
 from agentwatch.events import MONITOR_ARMED, monitor_resource
 from agentwatch.registry import Registry, load_registry
+from agentwatch.settings import get_settings
 from deployments.automations import MONITOR_STALLED_NAME, TAG, configured_heartbeat, wanted_automations
+from deployments.definitions import DEFAULT_INTERVAL, RECONCILE, runner_deployments
 from deployments.notifications import block_fingerprint, block_name, resolve_url, route_block
 
-__all__ = ["Change", "arm_monitor", "bootstrap"]
+__all__ = ["Applied", "arm_monitor", "bootstrap", "existing_fingerprint", "wanted_fingerprint"]
 
-RECONCILE = "reconcile-fleet/reconcile"
 # A Prefect trigger service in another process than the API reloads automations every 5 s
 # (prefect.server.events.triggers.consumer): re-arm after that when the automation just changed.
 REARM_AFTER = 6.0
@@ -49,7 +52,7 @@ _OURS = re.compile(r"^agentwatch: [a-z0-9-]+: agent (down|recovered)$")
 
 
 @dataclass(frozen=True)
-class Change:
+class Applied:
     """What bootstrap did to one object: created, updated, removed or unchanged."""
 
     kind: str  # deployment, block, automation
@@ -62,12 +65,12 @@ class Change:
 
 async def bootstrap(
     registry_path: str,
-    interval: float = 30.0,
+    interval: float = DEFAULT_INTERVAL,
     work_pool: str | None = None,
     deployments: bool = True,
     echo: Callable[[str], None] = print,
     heartbeat_seconds: int | None = None,
-) -> list[Change]:
+) -> list[Applied]:
     """Create or update everything the registry asks for; print one line per object and a summary.
 
     `heartbeat_seconds`: the flow-run heartbeat of the processes that run the deployments, which
@@ -77,9 +80,9 @@ async def bootstrap(
     heartbeat = heartbeat_seconds if heartbeat_seconds is not None else configured_heartbeat()
     path = str(Path(registry_path).resolve())
     registry = load_registry(path)
-    changes: list[Change] = []
+    changes: list[Applied] = []
 
-    def done(change: Change) -> None:
+    def done(change: Applied) -> None:
         changes.append(change)
         echo(change.line())
 
@@ -87,9 +90,13 @@ async def bootstrap(
         if deployments:
             for change in await _apply_deployments(client, path, interval, work_pool):
                 done(change)
-        reconcile_id = await _deployment_id(client, RECONCILE)
-        if reconcile_id is None:
-            echo(f"note: no {RECONCILE} deployment: the Docker reconcile automation is left out")
+        # One actor per failed Docker agent: the monitor reconciles it in its own run by default;
+        # the automation is the opt-in alternative (AGENTWATCH_RECONCILE_IN_MONITOR=false).
+        reconcile_id = None
+        if not get_settings().reconcile_in_monitor:
+            reconcile_id = await _deployment_id(client, RECONCILE.full_name)
+            if reconcile_id is None:
+                echo(f"note: no {RECONCILE.full_name} deployment: the Docker reconcile automation is left out")
         blocks = await _apply_blocks(registry, done)
         wanted = wanted_automations(registry, blocks, reconcile_id, timedelta(seconds=interval), heartbeat)
         await _apply_automations(client, wanted, done)
@@ -111,26 +118,25 @@ async def arm_monitor(client: PrefectClient, by: str = "bootstrap") -> None:
     response.raise_for_status()
 
 
-async def _apply_deployments(client: PrefectClient, path: str, interval: float, pool: str | None) -> list[Change]:
-    from deployments.serve import build_deployments  # imports the flows: only when deployments are wanted
-
+async def _apply_deployments(client: PrefectClient, path: str, interval: float, pool: str | None) -> list[Applied]:
     out = []
     # `to_deployment` answers a coroutine when called on an event loop: build them off the loop.
-    for deployment in await asyncio.to_thread(build_deployments, path, interval):
+    for deployment in await asyncio.to_thread(runner_deployments, path, interval):
         full = deployment.full_name
         try:
             existing = await client.read_deployment_by_name(full)
         except ObjectNotFound:
             existing = None
-        if existing is not None and _deployment_fingerprint(existing, pool) == _runner_fingerprint(deployment, pool):
-            out.append(Change("deployment", full, "unchanged"))
+        if existing is not None and existing_fingerprint(existing, pool) == wanted_fingerprint(deployment, pool):
+            out.append(Applied("deployment", full, "unchanged"))
             continue
         await deployment.aapply(work_pool_name=pool)
-        out.append(Change("deployment", full, "created" if existing is None else "updated"))
+        out.append(Applied("deployment", full, "created" if existing is None else "updated"))
     return out
 
 
-def _runner_fingerprint(deployment: Any, pool: str | None) -> dict[str, Any]:
+def wanted_fingerprint(deployment: RunnerDeployment, pool: str | None) -> dict[str, Any]:
+    """What bootstrap compares of a deployment it would register (see existing_fingerprint)."""
     options = deployment.concurrency_options
     return {
         "entrypoint": deployment.entrypoint,
@@ -138,13 +144,17 @@ def _runner_fingerprint(deployment: Any, pool: str | None) -> dict[str, Any]:
         "description": deployment.description,
         "tags": sorted(deployment.tags),
         "parameters": deployment.model_dump(mode="json", include={"parameters"})["parameters"],
-        "schedules": sorted(_interval(s.schedule) for s in deployment.schedules or []),
+        # The form of a custom run: the parameters' types, defaults and descriptions (flow docstrings).
+        "parameter_schema": deployment._parameter_openapi_schema.model_dump(exclude_unset=True),
+        "schedules": sorted(_schedule(s.schedule) for s in deployment.schedules or []),
         "concurrency": _concurrency(deployment.concurrency_limit, options),
         "work_pool": pool,
     }
 
 
-def _deployment_fingerprint(existing: Any, pool: str | None) -> dict[str, Any]:
+def existing_fingerprint(existing: DeploymentResponse, pool: str | None) -> dict[str, Any]:
+    """What bootstrap compares of a deployment on the server: equal to the wanted one's, it is left
+    as it is."""
     limit = existing.global_concurrency_limit.limit if existing.global_concurrency_limit else None
     options = existing.concurrency_options
     return {
@@ -153,7 +163,8 @@ def _deployment_fingerprint(existing: Any, pool: str | None) -> dict[str, Any]:
         "description": existing.description,
         "tags": sorted(existing.tags),
         "parameters": existing.parameters,
-        "schedules": sorted(_interval(s.schedule) for s in existing.schedules),
+        "parameter_schema": existing.parameter_openapi_schema,
+        "schedules": sorted(_schedule(s.schedule) for s in existing.schedules),
         "concurrency": _concurrency(limit, options),
         # Without --work-pool an update leaves the server's pool as it is: compare it only when given.
         "work_pool": existing.work_pool_name if pool else None,
@@ -166,8 +177,12 @@ def _concurrency(limit: int | None, options: Any) -> tuple[Any, ...]:
     return (limit, options.collision_strategy.value, options.grace_period_seconds)
 
 
-def _interval(schedule: Any) -> float:
-    return float(schedule.interval.total_seconds()) if getattr(schedule, "interval", None) else -1.0
+def _schedule(schedule: Any) -> tuple[str, ...]:
+    if getattr(schedule, "interval", None):
+        return ("interval", f"{schedule.interval.total_seconds():g}")
+    if getattr(schedule, "cron", None):
+        return ("cron", schedule.cron, str(schedule.timezone))
+    return ("other", repr(schedule))
 
 
 async def _deployment_id(client: PrefectClient, name: str) -> UUID | None:
@@ -177,7 +192,7 @@ async def _deployment_id(client: PrefectClient, name: str) -> UUID | None:
         return None
 
 
-async def _apply_blocks(registry: Registry, done: Callable[[Change], None]) -> dict[str, UUID]:
+async def _apply_blocks(registry: Registry, done: Callable[[Applied], None]) -> dict[str, UUID]:
     ids: dict[str, UUID] = {}
     for route in registry.alerts.routes if registry.alerts else []:
         name = block_name(route)
@@ -188,35 +203,35 @@ async def _apply_blocks(registry: Registry, done: Callable[[Change], None]) -> d
             existing = None
         if existing is not None and block_fingerprint(existing) == block_fingerprint(wanted):
             ids[route.name] = existing._block_document_id  # type: ignore[assignment]
-            done(Change("block", name, "unchanged"))
+            done(Applied("block", name, "unchanged"))
             continue
         ids[route.name] = await wanted.asave(name, overwrite=True)
-        done(Change("block", name, "created" if existing is None else "updated"))
+        done(Applied("block", name, "created" if existing is None else "updated"))
     return ids
 
 
 async def _apply_automations(
-    client: PrefectClient, wanted: Sequence[AutomationCore], done: Callable[[Change], None]
+    client: PrefectClient, wanted: Sequence[AutomationCore], done: Callable[[Applied], None]
 ) -> None:
     names = {a.name for a in wanted}
     for automation in wanted:
         existing = await client.read_automations_by_name(automation.name)
         if not existing:
             await client.create_automation(automation)
-            done(Change("automation", automation.name, "created"))
+            done(Applied("automation", automation.name, "created"))
             continue
         first, *extra = existing
         for duplicate in extra:  # two bootstraps raced, or someone copied one: keep one
             await client.delete_automation(duplicate.id)
         if _automation_fingerprint(first) == _automation_fingerprint(automation) and not extra:
-            done(Change("automation", automation.name, "unchanged"))
+            done(Applied("automation", automation.name, "unchanged"))
         else:
             await client.update_automation(first.id, automation)
-            done(Change("automation", automation.name, "updated"))
+            done(Applied("automation", automation.name, "updated"))
     for stale in await client.read_automations():
         if TAG in stale.tags and _OURS.match(stale.name) and stale.name not in names:
             await client.delete_automation(stale.id)
-            done(Change("automation", stale.name, "removed"))
+            done(Applied("automation", stale.name, "removed"))
 
 
 def _automation_fingerprint(automation: AutomationCore) -> str:
@@ -227,7 +242,7 @@ def _automation_fingerprint(automation: AutomationCore) -> str:
     return json.dumps(dumped, sort_keys=True)
 
 
-async def _prune_blocks(client: PrefectClient, registry: Registry, done: Callable[[Change], None]) -> None:
+async def _prune_blocks(client: PrefectClient, registry: Registry, done: Callable[[Applied], None]) -> None:
     """Delete the notification blocks of routes the registry no longer has."""
     keep = {block_name(r) for r in (registry.alerts.routes if registry.alerts else [])}
     try:
@@ -237,10 +252,10 @@ async def _prune_blocks(client: PrefectClient, registry: Registry, done: Callabl
     for document in documents:
         if document.name and document.name.startswith("agentwatch-") and document.name not in keep:
             await client.delete_block_document(document.id)
-            done(Change("block", document.name, "removed"))
+            done(Applied("block", document.name, "removed"))
 
 
-def _summary(changes: Sequence[Change]) -> str:
+def _summary(changes: Sequence[Applied]) -> str:
     counts: dict[str, int] = {}
     for change in changes:
         counts[change.action] = counts.get(change.action, 0) + 1

@@ -19,9 +19,9 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.blocks.system import Secret
 
 from agentwatch.alerts import Route, RouteKind
-from agentwatch.errors import AgentwatchError
+from agentwatch.errors import BootstrapError
 
-__all__ = ["BootstrapError", "block_name", "payload_shape", "resolve_url", "route_block"]
+__all__ = ["block_name", "payload_shape", "resolve_url", "route_block"]
 
 # `{{subject}}` and `{{body}}` are what SendNotification renders (deployments/automations.py).
 _SHAPES: dict[RouteKind, dict[str, Any]] = {
@@ -57,10 +57,6 @@ _SHAPES: dict[RouteKind, dict[str, Any]] = {
     # No @everyone from a reason text: Discord parses no mentions from this message.
     "discord": {"content": "**{{subject}}**\n{{body}}", "allowed_mentions": {"parse": []}},
 }
-
-
-class BootstrapError(AgentwatchError):
-    """Bootstrap cannot do what the registry asks (a route's URL is missing, a deployment is absent)."""
 
 
 def block_name(route: Route) -> str:

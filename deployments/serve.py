@@ -3,8 +3,8 @@
     python -m deployments.serve REGISTRY [--interval 30] [--no-bootstrap]
 
 Serving needs no work pool or worker: this process polls the Prefect server (PREFECT_API_URL) for
-scheduled and manual runs of its deployments and runs each in a subprocess. It is watched out of
-the box:
+scheduled and manual runs of its deployments (deployments/definitions.py) and runs each in a
+subprocess. It is watched out of the box:
 
 - First it runs `agentwatch bootstrap` (deployments/bootstrap.py; `--no-bootstrap` skips it): the
   zombie guard and "monitor stalled" are in place, and "monitor stalled" is armed at once.
@@ -15,10 +15,11 @@ the box:
   Pending or Cancelling by a serve process that is gone (Prefect 3.8 holds the state events of a
   run scheduled less than 5 minutes earlier for up to 15 minutes before automations see them, as
   they wait for a Scheduled event the scheduler never emits; heartbeats are not held).
-- On SIGTERM or Ctrl-C it settles its own in-flight runs before it exits: it stops polling, stops
-  their processes and gives every run that is not final yet a final state (Cancelled, "the serve
-  process stopped"), so no run is left Pending or Running holding the concurrency slot; then it
-  pauses the deployments (Prefect's serve does too; serving again resumes them).
+- On SIGTERM or Ctrl-C it settles its own in-flight runs before it exits (deployments/settle.py):
+  it stops polling, stops their processes and gives every run that is not final yet a final state
+  (Cancelled, "the serve process stopped"), so no run is left Pending or Running holding the
+  concurrency slot. It leaves the deployments and their schedules as they are (Prefect's own serve
+  pauses them): a worker, `prefect deploy` or the next serve process finds them active.
 - When the Prefect API goes away for longer than the runner tolerates (a few minutes), it waits
   for the API and serves again.
 """
@@ -32,71 +33,25 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterDeploymentId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, StateType
-from prefect.client.schemas.responses import SetStateStatus
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
-from prefect.exceptions import ObjectNotFound
+from prefect.client.orchestration import get_client
+from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
-from prefect.states import Cancelled, Crashed, State
 
 from agentwatch.errors import AgentwatchError
 from agentwatch.registry import load_registry
 from deployments.automations import HEARTBEAT_SECONDS, configured_heartbeat, zombie_within
 from deployments.bootstrap import arm_monitor, bootstrap
-from flows.monitor import monitor_fleet
-from flows.operator import pause_deployment, resume_deployment, status_deployment
-from flows.reconcile import reconcile_deployment
-from flows.shutdown import shutdown_deployment
-from flows.uptime import uptime_deployment
+from deployments.definitions import DEFAULT_INTERVAL, runner_deployments
+from deployments.settle import cancel_run, in_flight, settle, stop_polling, sweep_orphans
 
-# The lease a Pending monitor run holds on the slot before its engine starts renewing it: longer
-# than the zombie guard's window, so the guard (Crashed: the slot comes back at once) rather than
-# the server's lease reaper frees the slot of a run killed while Pending. A run the reaper freed
-# first and the guard crashed later would release the slot a second time, which Prefect 3.8 does
-# (it falls back to decrementing the limit), letting two monitor runs overlap.
-MONITOR_LEASE_SECONDS = 120
-MONITOR_CONCURRENCY = ConcurrencyLimitConfig(
-    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW, grace_period_seconds=MONITOR_LEASE_SECONDS
-)
 POLL_SECONDS = 2.0  # PREFECT_RUNNER_POLL_FREQUENCY unless set: a manual run starts within 2 s
 API_RETRY_SECONDS = 5.0  # how often serve looks for a Prefect API that went away
 SWEEP_SECONDS = 10.0  # how often serve looks for its deployments' orphaned Pending / Cancelling runs
-
-
-def monitor_deployment(registry: str, interval: float):
-    """The monitor on an interval schedule; overlapping runs are cancelled, never queued."""
-    return monitor_fleet.to_deployment(
-        name="monitor",
-        interval=interval,
-        parameters={"registry_path": registry, "force": False},
-        concurrency_limit=MONITOR_CONCURRENCY,
-        tags=["agentwatch"],
-        description="Probe every agent that is due, apply the health policy, record transitions.",
-    )
-
-
-# Other modules append factories here (reconcile, shutdown, operator flows): each takes
-# (registry path) and returns a deployment.
-EXTRA_DEPLOYMENTS: list = []
-EXTRA_DEPLOYMENTS.extend([reconcile_deployment, shutdown_deployment])
-EXTRA_DEPLOYMENTS.extend([pause_deployment, resume_deployment, status_deployment, uptime_deployment])
-
-
-def build_deployments(registry: str, interval: float) -> list:
-    return [monitor_deployment(registry, interval), *(make(registry) for make in EXTRA_DEPLOYMENTS)]
 
 
 def heartbeat_for_runs() -> int:
@@ -115,20 +70,37 @@ def _poll_seconds() -> float:
     return float(runner.poll_frequency) if "poll_frequency" in runner.model_fields_set else POLL_SECONDS
 
 
+class SignalledRunner(Runner):
+    """Prefect's `Runner`, its SIGTERM handler handing over to the serve process.
+
+    `Runner.start()` installs `handle_sigterm` for SIGTERM. Prefect's calls `Runner.stop()` from
+    inside the event loop, where it only creates a coroutine nobody awaits ("coroutine
+    'Runner.astop' was never awaited"), then exits at once: in-flight runs stay Pending or Running
+    and keep the deployment's concurrency slot. This one only tells the serve process, which
+    settles its runs on the loop.
+    """
+
+    def __init__(self, on_sigterm: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_sigterm = on_sigterm
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        self._on_sigterm(signal.SIGTERM)
+
+
 class ServeProcess:
     """Prefect `Runner`s serving the deployments, stopped on SIGTERM / SIGINT after settling.
 
-    Prefect's own SIGTERM handler (`Runner.handle_sigterm`) calls `Runner.stop()` from inside the
-    event loop, where it only creates a coroutine nobody awaits ("coroutine 'Runner.astop' was
-    never awaited"), then exits: in-flight runs stay Pending or Running and keep the deployment's
-    concurrency slot. Here a signal only sets an event; the settling happens on the loop.
+    A signal only sets an event (SignalledRunner); the settling happens on the loop.
 
     A runner gives up after a few minutes without the Prefect API (its poll loop's error
     threshold); serve then waits for the API and starts a new one, so the schedule resumes by
     itself after a Prefect restart or outage.
     """
 
-    def __init__(self, deployments: Iterable[Any], heartbeat_seconds: int, echo: Callable[[str], None] = print):
+    def __init__(
+        self, deployments: Iterable[RunnerDeployment], heartbeat_seconds: int, echo: Callable[[str], None] = print
+    ):
         self.deployments = list(deployments)
         self.echo = echo
         self.heartbeat_seconds = heartbeat_seconds
@@ -140,14 +112,16 @@ class ServeProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _new_runner(self) -> Runner:
-        # pause_on_shutdown=False: Runner.__aexit__ pauses first and, with the API gone, raises
-        # before it stops its processes; serve pauses the deployments itself on a signal stop.
-        runner = Runner(
-            heartbeat_seconds=self.heartbeat_seconds, query_seconds=_poll_seconds(), pause_on_shutdown=False, limit=None
+        # pause_on_shutdown=False: the deployments stay active for whoever runs them next (a
+        # worker, `prefect deploy`, the next serve). Runner.__aexit__ would pause them, and with
+        # the API gone it would raise there, before stopping its processes.
+        return SignalledRunner(
+            self._on_signal,
+            heartbeat_seconds=self.heartbeat_seconds,
+            query_seconds=_poll_seconds(),
+            pause_on_shutdown=False,
+            limit=None,
         )
-        # Runner.start() installs `runner.handle_sigterm` for SIGTERM: make that ours too.
-        runner.handle_sigterm = self._on_signal  # type: ignore[method-assign]
-        return runner
 
     def _on_signal(self, signum: int, frame: FrameType | None = None) -> None:
         # A plain signal handler runs on the main thread between bytecodes: hand over to the loop.
@@ -219,20 +193,16 @@ class ServeProcess:
             await serving
         except Exception as exc:  # the runner's own teardown failing must not hide the settle above
             self.echo(f"warning: runner shutdown: {exc!r}")
-        # Last look, with the runner gone: nothing it ran may be left Pending or Running. Then pause
-        # the schedules, as Prefect's serve does: nothing runs them until serve starts again.
+        # Last look, with the runner gone: nothing it ran may be left Pending or Running.
         touched |= set().union(*in_flight(self.runner))
         try:
             async with get_client() as client:
                 for run_id in sorted(touched, key=str):
-                    line = await _cancel(client, run_id, message)
+                    line = await cancel_run(client, run_id, message)
                     if line.endswith("-> Cancelled"):
                         self.echo(f"{line} (after the runner stopped)")
-                for deployment_id in self.deployment_ids:
-                    await client.pause_deployment(deployment_id)
-            self.echo(f"paused {len(self.deployment_ids)} deployment(s); serve again to resume them")
-        except Exception as exc:
-            self.echo(f"warning: could not pause the deployments: {exc!r}")
+        except Exception as exc:  # the API is gone: the zombie guard settles what is left
+            self.echo(f"warning: could not look at the runs after the runner stopped: {exc!r}")
         self.echo("stopped")
 
     async def _wait_for_api(self) -> bool:
@@ -262,77 +232,6 @@ class ServeProcess:
                     failing = False
 
 
-async def sweep_orphans(
-    client: PrefectClient, deployment_ids: list[UUID], own: set[UUID], older_than: timedelta
-) -> list[str]:
-    """Settle the runs of these deployments that a gone process left Pending, Running or Cancelling.
-
-    A run that is not this process's own, has been in its state for `older_than` (the zombie
-    guard's window; twice that for Running, which the guard settles first when it can) and sent no
-    flow-run heartbeat for as long has nobody left to move it on. The
-    zombie guard (an automation) would crash it too, but it cannot see every orphan in time: not a
-    Pending run scheduled minutes before (Prefect holds its state events), nor one whose heartbeats
-    stopped while the Prefect server was down (its timer was dropped). Pending or Running ->
-    Crashed, Cancelling -> Cancelled (what was asked for); proposed, never forced, so a run that
-    moved on meanwhile keeps its state. The final state releases the run's concurrency slot.
-    """
-    if not deployment_ids:
-        return []
-    in_flight_types = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=in_flight_types)),
-        ),
-        limit=50,
-    )
-    now = datetime.now(UTC)
-    lines = []
-    for run in runs:
-        state = run.state
-        if run.id in own or state is None or state.timestamp is None:
-            continue
-        # A Running orphan is the guard's to crash, within the window: this is the backstop.
-        wait = older_than * 2 if state.type == StateType.RUNNING else older_than
-        if now - state.timestamp < wait:
-            continue
-        if state.type != StateType.PENDING and await _beat_since(client, run.id, now - wait):
-            continue  # alive, somewhere else
-        age = format_age(now - state.timestamp)
-        final: State[Any]
-        if state.type == StateType.CANCELLING:
-            final = Cancelled(
-                message=f"agentwatch serve: cancelled; nothing was left running it ({state.name} for {age})."
-            )
-        else:
-            final = Crashed(
-                message=f"agentwatch serve: {state.name} for {age} with no heartbeat; the process that ran it is gone. "
-                "Marked Crashed to free its concurrency slot."
-            )
-        result = await client.set_flow_run_state(run.id, final)
-        if result.status == SetStateStatus.ACCEPT:
-            lines.append(f"orphan run {run.name}: {state.name} for {age} -> {final.name}")
-    return lines
-
-
-async def _beat_since(client: PrefectClient, run_id: UUID, since: datetime) -> bool:
-    """Whether the run sent a flow-run heartbeat since `since` (events are readable a few seconds
-    after they are sent: negligible against the window)."""
-    page = await client.read_events(
-        filter=EventFilter(
-            occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(minutes=1)),
-            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-            resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
-        ),
-        limit=1,
-    )
-    return bool(page.events)
-
-
-def format_age(age: timedelta) -> str:
-    return f"{age.total_seconds():.0f}s"
-
-
 async def _api_answers() -> bool:
     try:
         async with get_client() as client:
@@ -341,94 +240,15 @@ async def _api_answers() -> bool:
         return False
 
 
-def in_flight(runner: Runner) -> tuple[set[UUID], set[UUID]]:
-    """The runner's own runs: (those with a process, those still being submitted: Pending, no
-    process yet). Prefect 3.8 keeps both privately; read defensively, the integration tests
-    (tests/integration/test_watchdog.py) pin the behaviour."""
-    manager = getattr(runner, "_process_manager", None)
-    with_process = set(manager.flow_run_ids()) if manager is not None else set()
-    poller = getattr(runner, "_scheduled_run_poller", None)
-    submitting = set(getattr(poller, "_submitting_flow_run_ids", set())) - with_process
-    return with_process, submitting
-
-
-def stop_polling(runner: Runner) -> None:
-    """`Runner.astop()` without its `cancel_all()`, which would cancel the settled runs a second time
-    with its own message ("Runner is shutting down."): stop submitting and cancel the poll loop."""
-    runner.stopping = True
-    runner.started = False
-    poller = getattr(runner, "_scheduled_run_poller", None)
-    if poller is not None:
-        poller.stopping = True
-    loops = getattr(runner, "_loops_task_group", None)
-    if loops is not None:
-        loops.cancel_scope.cancel()
-
-
-async def settle(runner: Runner, message: str, skip: set[UUID] | None = None) -> dict[UUID, str]:
-    """Give every in-flight run of `runner` a final state, stopping its process; a line per run.
-
-    New submissions stop first. A run with a process goes through Prefect's own cancellation
-    (`CancellationManager.cancel`: cancel intent to the child, SIGTERM, SIGKILL after 30 s, then a
-    forced Cancelled with `message`); forcing matters, as a child's engine that sees a bare SIGTERM
-    forces Crashed itself. A run still being submitted (Pending, no process yet) is set Cancelled
-    with `message`. A final state releases the deployment concurrency slot the run held; a run
-    that finished meanwhile keeps its state. Runs in `skip` were settled already.
-    """
-    runner.stopping = True
-    poller = getattr(runner, "_scheduled_run_poller", None)
-    if poller is not None:
-        poller.stopping = True
-    with_process, submitting = (ids - (skip or set()) for ids in in_flight(runner))
-    client = runner._client
-    lines = {run_id: await _cancel(client, run_id, message) for run_id in sorted(submitting, key=str)}
-    manager = getattr(runner, "_cancellation_manager", None)
-
-    async def stop(run_id: UUID) -> str:
-        try:
-            run = await client.read_flow_run(run_id)
-            before = run.state.name if run.state else "no state"
-            if run.state is not None and run.state.is_final():
-                return f"run {run.name}: {before}"
-            if manager is not None:
-                await manager.cancel(run, state_msg=message)
-            return await _cancel(client, run_id, message, before)  # reports it, or settles what is left
-        except Exception as exc:  # the API is gone: the zombie guard will settle it
-            return f"run {run_id}: could not be settled ({exc!r}); left to the zombie guard"
-
-    ordered = sorted(with_process, key=str)
-    lines.update(zip(ordered, await asyncio.gather(*(stop(run_id) for run_id in ordered)), strict=True))
-    return lines
-
-
-async def _cancel(client: Any, run_id: UUID, message: str, before: str | None = None) -> str:
-    """Set one run Cancelled with `message` unless it is final; `before`: its state name earlier."""
-    try:
-        run = await client.read_flow_run(run_id)
-        was = before or (run.state.name if run.state else "no state")
-        if run.state is not None and run.state.is_final():
-            return (
-                f"run {run.name}: {was} -> {run.state.name}"
-                if before and before != run.state.name
-                else f"run {run.name}: {was}"
-            )
-        result = await client.set_flow_run_state(run_id, Cancelled(message=message))
-        if result.status != SetStateStatus.ACCEPT:
-            now = (await client.read_flow_run(run_id)).state
-            if now is not None and now.is_final():
-                return f"run {run.name}: {was} -> {now.name}"
-            await client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
-        return f"run {run.name}: {was} -> Cancelled"
-    except ObjectNotFound:
-        return f"run {run_id}: deleted"
-    except Exception as exc:  # the API is gone: nothing can be settled now; the zombie guard will
-        return f"run {run_id}: could not be settled ({exc!r}); left to the zombie guard"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("registry", help="registry YAML file")
-    parser.add_argument("--interval", type=float, default=30.0, help="monitor schedule, seconds (default 30)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        help=f"monitor schedule, seconds (default {DEFAULT_INTERVAL:g})",
+    )
     parser.add_argument(
         "--no-bootstrap",
         action="store_true",
@@ -459,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         f"is marked Crashed by the zombie guard" + ("" if heartbeat == HEARTBEAT_SECONDS else " (custom heartbeat)"),
         flush=True,
     )
-    serve = ServeProcess(build_deployments(registry, args.interval), heartbeat, echo=lambda s: print(s, flush=True))
+    deployments = runner_deployments(registry, args.interval)
+    serve = ServeProcess(deployments, heartbeat, echo=lambda s: print(s, flush=True))
     return asyncio.run(serve.run())
 
 

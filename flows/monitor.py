@@ -26,17 +26,17 @@ from prefect.runtime import flow_run
 
 from agentwatch.cycle import apply_results, batched, departed, fleet_rows, select_due
 from agentwatch.docker import BudgetRules, DockerEngine
-from agentwatch.docker.fleet import settle_results
 from agentwatch.docker.labels import label_memory, remembered_agents
-from agentwatch.errors import AgentwatchError
+from agentwatch.docker.rules import settle_results
+from agentwatch.errors import MonitorIncomplete
 from agentwatch.events import AGENT_LATE, MONITOR_CYCLE, EventSpec, agent_resource, monitor_resource
 from agentwatch.heartbeat.watch import LateWarning, heartbeat_round, late_warnings
 from agentwatch.models import Transition
 from agentwatch.registry import Registry, load_registry
-from agentwatch.render import fleet_summary, with_uptime
+from agentwatch.render import fleet_summary
 from agentwatch.settings import Settings, get_settings
 from agentwatch.store import StateStore
-from agentwatch.uptime import WINDOWS, fleet_uptime
+from agentwatch.uptime import WINDOWS, fleet_uptime, with_uptime
 from flows.reconcile import reconcile_in_cycle
 from tasks.alerting import AlertReport, raise_alerts
 from tasks.containers import discover_docker_agents
@@ -45,11 +45,6 @@ from tasks.params import unvisited
 from tasks.probing import probe_batch
 from tasks.publishing import PublishReport, post_events, publish_pending
 from tasks.recording import write_fleet_table
-
-
-class MonitorIncomplete(AgentwatchError):
-    """The cycle's states are committed, but the Prefect API failed a later step (named in the
-    message); what it could not deliver is kept and goes out with the next run."""
 
 
 @task(name="publish-transitions", cache_policy=NONE)

@@ -1,5 +1,6 @@
 """Operator flows, for agents of every kind: pause, resume and the fleet's status. Run them from the
-Prefect UI (deployments `pause-agent`, `resume-agent`, `fleet-status`) or the `agentwatch` CLI.
+Prefect UI (deployments `pause-agent`, `resume-agent`, `fleet-status`: deployments/definitions.py)
+or the `agentwatch` CLI.
 
 Pause and resume write the record with compare-and-swap and publish the transition through the
 outbox like the monitor does (an `agentwatch.agent.paused` event and an `agent-<id>` artifact
@@ -15,9 +16,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from agentwatch.maintenance import read_status, require_agent, set_paused, set_resumed
+from agentwatch.maintenance import require_agent, set_paused, set_resumed
 from agentwatch.registry import Registry, load_registry
 from agentwatch.settings import get_settings
+from agentwatch.status import read_status
 from agentwatch.store import CommitResult, StateStore
 from tasks.publishing import publish_pending
 from tasks.recording import write_fleet_table
@@ -34,13 +36,21 @@ async def pause_agent(
     """Pause an agent: not probed, not alerted on, until resumed or `until` (UTC when naive).
 
     A heartbeat agent's beat ends a plain pause; a `sticky` pause ignores beats until resumed.
+
+    Args:
+        agent_id: The id of the agent to pause, as in the registry.
+        until: When the pause ends by itself (UTC unless a time zone is given). Leave it unset (null) to pause until resumed.
+        sticky: Also ignore the agent's heartbeats: only a resume (or until) ends the pause.
+        reason: Why the agent is paused, shown in the status table and the transition (optional).
+        registry_path: The registry YAML file the agent is in.
+
     Returns the agent's status row.
     """
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=UTC)
     registry = load_registry(registry_path)
     require_agent(registry, agent_id, registry_path)
-    return await _change(
+    return await _operate(
         registry,
         agent_id,
         lambda store, now: set_paused(store, agent_id, now, until=until, sticky=sticky, reason=reason),
@@ -49,16 +59,27 @@ async def pause_agent(
 
 @flow(name="resume-agent", log_prints=False)
 async def resume_agent(agent_id: str, registry_path: str = "fleet.yaml") -> dict[str, Any]:
-    """End an agent's pause; its counters and timers restart. Returns the agent's status row."""
+    """End an agent's pause; its counters and timers restart.
+
+    Args:
+        agent_id: The id of the paused agent, as in the registry.
+        registry_path: The registry YAML file the agent is in.
+
+    Returns the agent's status row.
+    """
     registry = load_registry(registry_path)
     require_agent(registry, agent_id, registry_path)
-    return await _change(registry, agent_id, lambda store, now: set_resumed(store, agent_id, now))
+    return await _operate(registry, agent_id, lambda store, now: set_resumed(store, agent_id, now))
 
 
 @flow(name="fleet-status", log_prints=False)
 async def fleet_status(registry_path: str = "fleet.yaml") -> list[dict[str, Any]]:
     """Every agent's state, since, last beat and seconds since, missed beats, pause and reason,
-    also written as the `agentwatch-status` table artifact."""
+    also written as the `agentwatch-status` table artifact.
+
+    Args:
+        registry_path: The registry YAML file whose agents are listed.
+    """
     registry = load_registry(registry_path)
     async with StateStore(get_settings().resolved_database_url()) as store:
         rows = await read_status(store, registry, datetime.now(UTC))
@@ -66,13 +87,13 @@ async def fleet_status(registry_path: str = "fleet.yaml") -> list[dict[str, Any]
     return rows
 
 
-Change = Callable[[StateStore, datetime], Awaitable[CommitResult]]
+Operation = Callable[[StateStore, datetime], Awaitable[CommitResult]]
 
 
-async def _change(registry: Registry, agent_id: str, change: Change) -> dict[str, Any]:
+async def _operate(registry: Registry, agent_id: str, operation: Operation) -> dict[str, Any]:
     logger = get_run_logger()
     async with StateStore(get_settings().resolved_database_url()) as store:
-        result = await change(store, datetime.now(UTC))
+        result = await operation(store, datetime.now(UTC))
         row = (await read_status(store, registry, datetime.now(UTC), [agent_id]))[0]
         for t in result.transitions:
             logger.info("%s: %s -> %s (%s)", t.agent_id, t.from_state.value, t.to_state.value, t.reason)
@@ -82,26 +103,3 @@ async def _change(registry: Registry, agent_id: str, change: Change) -> dict[str
     if report.error:
         logger.warning("The change is stored; the next monitor run publishes it (%s)", report.error)
     return row
-
-
-# Deployment factories for `deployments.serve`: no schedule, run from the UI (Run > Custom run asks
-# for the agent id). Each takes the registry path and returns one deployment.
-_COMMON: dict[str, Any] = {"tags": ["agentwatch", "operator"]}
-
-
-def pause_deployment(registry: str) -> Any:
-    return pause_agent.to_deployment(
-        name="pause-agent", parameters={"registry_path": registry}, description="Pause an agent.", **_COMMON
-    )
-
-
-def resume_deployment(registry: str) -> Any:
-    return resume_agent.to_deployment(
-        name="resume-agent", parameters={"registry_path": registry}, description="End an agent's pause.", **_COMMON
-    )
-
-
-def status_deployment(registry: str) -> Any:
-    return fleet_status.to_deployment(
-        name="fleet-status", parameters={"registry_path": registry}, description="Every agent's status.", **_COMMON
-    )

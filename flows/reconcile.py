@@ -1,15 +1,17 @@
 """Reconcile: bring Docker-backed agents back in line with the fleet.
 
 Two entry points, one body (`reconcile_step`, a task):
-- `reconcile_fleet`, a flow: its own deployment (started by hand from the Prefect UI, or by an
-  automation with `agent_ids` from an event) and `agentwatch reconcile`. It loads the registry,
-  lists the engine and reads the store itself.
+- `reconcile_fleet`, a flow: its own deployment `reconcile` (deployments/definitions.py; started by
+  hand from the Prefect UI, or by an automation with `agent_ids` from an event) and
+  `agentwatch reconcile`. It loads the registry, lists the engine and reads the store itself.
 - `reconcile_in_cycle`, the monitor's hook: tasks inside the monitor's run, with the monitor's
   fleet, store session, engine connection, container listing and records; it re-reads none of them.
   Not a sub-flow: a sub-flow's parameters are validated and sent to the API, and a store session
   or an engine connection cannot travel that way.
 
-The plan is made by agentwatch.docker.reconcile; this module observes, stores, acts and reports.
+The plan is made by agentwatch.docker.reconcile and carried out by agentwatch.docker.reconcile_apply
+(budgets claimed, exits recorded, containers acted on, restarts recorded); this module observes,
+runs them with the run's engine and store, publishes and reports.
 An engine that cannot be reached is said once: the standalone flow ends Failed with that message
 and an artifact saying why; the monitor's hook reconciles nothing (those agents were recorded
 unknown, not failed).
@@ -18,51 +20,34 @@ unknown, not failed).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.runtime import flow_run
 
 from agentwatch.docker import BudgetRules, DockerEngine, RestartBudget
-from agentwatch.docker.engine import UNREACHABLE
-from agentwatch.docker.fleet import asserted_changes, reconcile_candidates
-from agentwatch.docker.reconcile import Action, Kind, ReconcileOptions, plan_reconcile
+from agentwatch.docker.reconcile import Action, ReconcileOptions, plan_reconcile
+from agentwatch.docker.reconcile_apply import ReconcileResult, apply_reconcile, planned
 from agentwatch.docker.report import reconcile_markdown
+from agentwatch.docker.rules import reconcile_candidates
 from agentwatch.durations import format_duration, parse_duration
 from agentwatch.errors import EngineUnavailable
-from agentwatch.models import AgentRecord, AgentState, ProbeResult, Transition
+from agentwatch.models import AgentRecord, AgentState, Asserted, Cause, ProbeResult, Transition
 from agentwatch.registry import Registry, load_registry
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
-from tasks.containers import (
-    Observation,
-    Outcome,
-    act_on_containers,
-    not_run,
-    observe_containers,
-    quietly,
-    refresh_for,
-)
+from tasks.containers import Observation, ReconcileWatcher, not_run, observe_containers, quietly, refresh_for
 from tasks.params import unvisited
 from tasks.publishing import publish_pending
 
-__all__ = ["ReconcileResult", "reconcile_deployment", "reconcile_fleet", "reconcile_in_cycle", "reconcile_step"]
+__all__ = ["reconcile_fleet", "reconcile_in_cycle", "reconcile_step"]
 
 ARTIFACT_KEY = "agentwatch-reconcile"
 PLAN_LINES = 50  # plan steps logged one per line; the artifact has them all
-
-
-@dataclass(frozen=True)
-class ReconcileResult:
-    """The rows of the plan (with outcomes) and the transitions reconcile committed."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
 
 
 @flow(name="reconcile-fleet", log_prints=False)
@@ -77,13 +62,15 @@ async def reconcile_fleet(
     """Record how Docker agents' containers exited, remove orphans, restart unhealthy agents.
 
     Args:
-        registry_path: The registry file; with AGENTWATCH_DOCKER_LABELS, containers labelled agentwatch.agent=<id> join it.
-        agent_ids: Only these agents (empty: none, only orphans); leave unset for every Docker agent.
+        registry_path: The registry YAML file. With AGENTWATCH_DOCKER_LABELS on, containers labelled agentwatch.agent=AGENT_ID join the fleet too.
+        agent_ids: Only these agents (a list of agent ids); orphans follow remove_orphans either way. Leave it unset (null) for every Docker agent. An empty list is refused: it would select no agent.
         dry_run: Only plan: write the plan as an artifact and change nothing.
         remove_orphans: Remove containers labelled agentwatch.managed=true that no agent owns.
         restart_unhealthy: Restart failed or unhealthy agent containers, within the restart budget.
         orphan_min_age: Leave orphans younger than this alone (e.g. 60s, 5m): they may be starting.
     """
+    if agent_ids == []:  # in a form, an emptied list reads as "all": it would remove orphans and restart nobody
+        raise ValueError("agent_ids is an empty list: leave it unset (null) for every Docker agent, or list agent ids")
     settings = get_settings()
     options = ReconcileOptions(
         agent_ids=frozenset(agent_ids) if agent_ids is not None else None,
@@ -111,7 +98,7 @@ async def reconcile_fleet(
                 dry_run=dry_run,
                 run_url=flow_run.ui_url,
             )
-    return result.rows
+    return result.rows()
 
 
 async def reconcile_in_cycle(
@@ -134,8 +121,9 @@ async def reconcile_in_cycle(
     nothing but the budgets it writes with compare-and-swap. An unreachable engine is said once,
     and nothing is reconciled: the agents it hides were recorded unknown, not failed."""
     logger = get_run_logger()
-    unreachable = [r.agent_id for r in results if r.state is AgentState.UNKNOWN and r.reason == UNREACHABLE]
-    if unreachable:
+    engine_away = Asserted(AgentState.UNKNOWN, Cause.ENGINE_UNREACHABLE)
+    unreachable = [r.agent_id for r in results if r.override == engine_away]
+    if unreachable and observation.error is None:  # else discovery said so already: once per run
         logger.warning(
             "Docker engine unreachable: %d Docker agent(s) recorded unknown (not failed); reconcile skipped",
             len(unreachable),
@@ -177,10 +165,9 @@ async def reconcile_step(
     dry_run: bool = False,
     run_url: str | None = None,
 ) -> ReconcileResult:
-    """Plan, then (unless `dry_run`) claim budgets, record exits, act, record restarts, publish
+    """Plan, then (unless `dry_run`) carry the plan out (agentwatch.docker.reconcile_apply), publish
     the transitions and write the `agentwatch-reconcile` artifact."""
     logger = get_run_logger()
-    settings = get_settings()
     fleet = seen.fleet
     now = datetime.now(UTC)
     actions = plan_reconcile(fleet, seen.listed, seen.inspected, records, budgets, options, now)
@@ -189,73 +176,33 @@ async def reconcile_step(
     if len(actions) > PLAN_LINES:
         logger.info("plan: ... and %d more step(s) (the artifact has them all)", len(actions) - PLAN_LINES)
     if dry_run:
-        rows = [{**a.row(), "outcome": "planned"} for a in actions]
-        await _report(rows, True, options)
-        return ReconcileResult(rows)
+        result = planned(actions)
+        await _report(result, options)
+        return result
 
-    actions = await _claim_budgets(store, actions, logger)
-    await store.drop_missing_restart_budgets(fleet.ids)
-    # Exit information first, then the actions, then what they led to: the agent's history
-    # reads "failed: exited with code 3" before "starting: restarted".
-    wanted = [(a.agent_id, a.state, a.reason) for a in actions if a.kind in (Kind.RECORD, Kind.EXHAUSTED)]
-    first = await store.commit(asserted_changes(fleet, records, _agents(wanted), now), run_id=_run_id())
-    records = {**records, **{r.agent_id: r for r in first.saved}}
-    outcomes = await act_on_containers(
-        unvisited(engine), unvisited(actions), unvisited(fleet), settings.docker_stop_timeout.total_seconds()
+    watcher = ReconcileWatcher(fleet)
+    result = await apply_reconcile(
+        actions,
+        fleet=fleet,
+        records=records,
+        engine=engine,
+        store=store,
+        stop_timeout=get_settings().docker_stop_timeout.total_seconds(),
+        now=now,
+        run_id=str(flow_run.id or ""),
+        watcher=watcher,
     )
-    restarted = [
-        (o.action.agent_id, AgentState.STARTING, f"restarted: {o.action.reason}")
-        for o in outcomes
-        if o.ok and o.action.kind in (Kind.START, Kind.RESTART)
-    ]
-    second = await store.commit(
-        asserted_changes(fleet, records, _agents(restarted), datetime.now(UTC)), run_id=_run_id()
-    )
-    if conflicts := sorted({*first.conflicts, *second.conflicts}):
-        logger.warning("Records changed meanwhile by another run, kept theirs: %s", ", ".join(conflicts[:10]))
+    for action in result.lost:
+        logger.info("%s: another reconcile run changed its restart budget; skipped", action.agent_id)
+    watcher.exhausted(result.newly_exhausted)
+    if result.conflicts:
+        logger.warning("Records changed meanwhile by another run, kept theirs: %s", ", ".join(result.conflicts[:10]))
     published = await publish_pending(store, fleet, run_url=run_url)
     if published.error:
         logger.warning("Reconcile's state changes are stored; the next run publishes them (%s)", published.error)
-    rows = _rows(actions, outcomes)
-    await _report(rows, False, options)
-    done = sum(1 for o in outcomes if o.ok)
-    logger.info("Reconcile: %d action(s) planned, %d container action(s) done", len(actions), done)
-    return ReconcileResult(rows, [*first.transitions, *second.transitions])
-
-
-async def _claim_budgets(store: StateStore, actions: list[Action], logger: Any) -> list[Action]:
-    """Store each budget change before acting on it. A budget another reconcile run changed
-    since we read it means that run got there first: its action is dropped here."""
-    kept: list[Action] = []
-    for action in actions:
-        budget = action.budget
-        if budget is None:
-            kept.append(action)
-            continue
-        if action.kind is Kind.RESET:
-            budget = RestartBudget(budget.agent_id, version=budget.version)
-        saved = await store.save_restart_budget(budget)
-        if saved is None:
-            logger.info("%s: another reconcile run changed its restart budget; skipped", action.agent_id)
-            continue
-        kept.append(replace(action, budget=saved))
-    return kept
-
-
-def _agents(wanted: Sequence[tuple[str | None, AgentState | None, str]]) -> list[tuple[str, AgentState, str]]:
-    return [(agent, state, reason) for agent, state, reason in wanted if agent is not None and state is not None]
-
-
-def _rows(actions: Sequence[Action], outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
-    """One row per action; container actions carry their outcome (outcomes come in their order)."""
-    pending = iter(outcomes)
-    rows = []
-    for action in actions:
-        if action.mutating:
-            rows.append(next(pending).row())
-        else:
-            rows.append({**action.row(), "outcome": "-" if action.kind is Kind.LEAVE else "done"})
-    return rows
+    await _report(result, options)
+    logger.info("Reconcile: %d action(s) planned, %d container action(s) done", len(result.actions), result.done)
+    return result
 
 
 def _shown(options: ReconcileOptions) -> dict[str, Any]:
@@ -268,7 +215,8 @@ def _shown(options: ReconcileOptions) -> dict[str, Any]:
     }
 
 
-async def _report(rows: list[dict[str, Any]], dry_run: bool, options: ReconcileOptions) -> None:
+async def _report(result: ReconcileResult, options: ReconcileOptions) -> None:
+    rows, dry_run = result.rows(), result.dry_run
     await quietly(
         acreate_markdown_artifact(
             key=ARTIFACT_KEY,
@@ -281,19 +229,3 @@ async def _report(rows: list[dict[str, Any]], dry_run: bool, options: ReconcileO
 
 def _name(action: Action) -> str:
     return (action.container.name or action.container.short_id) if action.container else "-"
-
-
-def _run_id() -> str:
-    return str(flow_run.id or "")
-
-
-def reconcile_deployment(registry: str) -> Any:
-    """The reconcile deployment for `deployments.serve`: no schedule, started from the UI or an automation."""
-    return reconcile_fleet.to_deployment(
-        name="reconcile",
-        parameters={"registry_path": registry},
-        # One at a time: runs started by automations queue instead of racing for the same containers.
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-        tags=["agentwatch", "docker"],
-        description="Record Docker agents' exits, remove orphan containers, restart unhealthy agents in budget.",
-    )

@@ -1,6 +1,7 @@
 """The daily uptime report: every agent's availability over 24 h, 7 d and 30 d, from the state
 store's transition log, as the `agentwatch-uptime` table artifact (one version per run; its
-description has the fleet's figures). Deployment `uptime-report`, daily; also from the UI (Run).
+description has the fleet's figures). Deployment `uptime-report` (deployments/definitions.py),
+daily; also from the UI (Run).
 
 The agents are the registry's plus the label-registered Docker agents the monitor last saw.
 """
@@ -14,16 +15,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
 from agentwatch.docker.labels import remembered_agents
-from agentwatch.maintenance import read_uptime
 from agentwatch.registry import load_registry
 from agentwatch.settings import get_settings
+from agentwatch.status import read_uptime
 from agentwatch.store import StateStore
 from agentwatch.uptime import report_table
 
-__all__ = ["UPTIME_ARTIFACT", "uptime_deployment", "uptime_report"]
+__all__ = ["UPTIME_ARTIFACT", "uptime_report"]
 
 UPTIME_ARTIFACT = "agentwatch-uptime"
-DAILY = "5 0 * * *"  # 00:05 UTC: the report's 24 h are (nearly) the day before
 
 
 @flow(name="uptime-report", log_prints=False)
@@ -49,14 +49,3 @@ async def uptime_report(registry_path: str = "fleet.yaml") -> list[dict[str, Any
     await acreate_table_artifact(table=table, key=UPTIME_ARTIFACT, description=description)
     logger.info("%s", description)
     return rows
-
-
-def uptime_deployment(registry: str) -> Any:
-    """The report every day at 00:05 UTC, for `deployments.serve`."""
-    return uptime_report.to_deployment(
-        name="uptime-report",
-        cron=DAILY,
-        parameters={"registry_path": registry},
-        tags=["agentwatch"],
-        description="Every agent's uptime over 24 h, 7 d and 30 d, as the agentwatch-uptime artifact.",
-    )

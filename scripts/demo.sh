@@ -44,7 +44,7 @@ echo "agentwatch demo: starting the Prefect server on 127.0.0.1:$PORT (log: $STA
 # Not shorter than the zombie guard's 75 s window, so the guard (or serve's orphan sweep) frees a
 # slot before the lease reaper does: Prefect 3.8 releases a reaped slot a second time when the
 # run is marked Crashed later, which would let two monitor runs overlap. (The monitor deployment
-# sets the same 120 s itself, in deployments/serve.py.)
+# sets the same 120 s itself, in deployments/definitions.py.)
 PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION=120 \
   .venv/bin/prefect server start --host 127.0.0.1 --port "$PORT" > "$STATE/server.log" 2>&1 &
 pids+=($!); grace+=(10)

@@ -16,5 +16,7 @@ echo "agentwatch: ruff"
 .venv/bin/ruff format --check .
 echo "agentwatch: mypy"
 .venv/bin/mypy
+echo "agentwatch: import contracts"
+.venv/bin/lint-imports --no-cache
 echo "agentwatch: pytest"
 exec .venv/bin/pytest "$@"

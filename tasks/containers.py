@@ -1,19 +1,21 @@
-"""Prefect tasks around the Docker backend: find containers, act on them, and say so.
+"""Prefect tasks around the Docker backend: find containers, and say what was done to them.
 
 The monitor lists the engine once per run (`discover_docker_agents`: managed and agent-labelled
 containers, the fleet's label agents) and hands that Observation to reconcile; the standalone
 reconcile and shutdown flows list through `observe_containers`. Neither raises for an engine that
 cannot be reached: the Observation carries the error, and the caller says it once.
 
-Every start, stop, restart and removal is logged and emitted as `agentwatch.container.<action>` on
-the agent's resource (`agentwatch.agent.<id>`), or on `agentwatch.container.<container-id>` for a
-container no agent owns, so automations match them like the agents' own state events.
+What to do to containers is decided and done by agentwatch.docker (reconcile_apply, shutdown);
+the watchers here are how it shows. Every start, stop, restart and removal is logged and emitted
+as `agentwatch.container.<action>` on the agent's resource (`agentwatch.agent.<id>`), or on
+`agentwatch.container.<container-id>` for a container no agent owns, so automations match them like
+the agents' own state events; a progress artifact follows the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +25,15 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 from prefect.states import Failed, State
 
-from agentwatch.docker import AGENT_LABEL, MANAGED_LABEL, ContainerInfo, ContainerOpFailed, DockerEngine
-from agentwatch.docker.fleet import bind_containers
-from agentwatch.docker.labels import is_docker_agent, with_label_agents
+from agentwatch.docker import AGENT_LABEL, MANAGED_LABEL, ContainerInfo, DockerEngine
+from agentwatch.docker.labels import bind_containers, is_docker_agent, with_label_agents
 from agentwatch.docker.reconcile import Action, Kind
+from agentwatch.docker.reconcile_apply import Outcome
 from agentwatch.docker.report import not_run_markdown
-from agentwatch.docker.shutdown import StopTarget
+from agentwatch.docker.shutdown import ShutdownOptions, ShutdownResult, StopOutcome, StopTarget, apply_shutdown
 from agentwatch.docker.targets import HostAllowList
 from agentwatch.errors import EngineUnavailable, Problem
-from agentwatch.events import CONTAINER_PREFIX, agent_resource, container_event_name
+from agentwatch.events import container_event_name, container_resource
 from agentwatch.registry import Registry
 from agentwatch.settings import Settings, get_settings
 
@@ -58,22 +60,13 @@ class Observation:
         return bind_containers(self.fleet, self.listed, self.inspected)
 
 
-def container_resource(info: ContainerInfo, agent_id: str | None, fleet: Registry) -> dict[str, str]:
-    """The event resource: the agent's when the container serves one, else the container's own."""
-    if agent_id is not None:
-        resource = agent_resource(agent_id, fleet.get(agent_id))
-    else:
-        resource = {"prefect.resource.id": CONTAINER_PREFIX + info.id}
-    resource.update({"agentwatch.container.id": info.id, "agentwatch.container.name": info.name})
-    return resource
-
-
 def emit_container_event(
     action: str, info: ContainerInfo, agent_id: str | None, fleet: Registry, **payload: Any
 ) -> None:
+    agent = fleet.get(agent_id) if agent_id is not None else None
     emit_event(
         event=container_event_name(action),
-        resource=container_resource(info, agent_id, fleet),
+        resource=container_resource(info.id, info.name, agent_id, agent),
         payload={"container": info.name, "container_id": info.short_id, "agent": agent_id, **payload},
     )
 
@@ -102,7 +95,7 @@ async def list_fleet_containers(engine: DockerEngine, registry: Registry, settin
 @task(name="discover-docker-agents", cache_policy=NONE)
 async def discover_docker_agents(registry: Registry, engine: DockerEngine | None = None) -> Observation:
     """The monitor's one look at the engine: label registration (when on) and every managed or
-    agent-labelled container, for the probes, the rules of agentwatch.docker.fleet and reconcile.
+    agent-labelled container, for the probes, the rules of agentwatch.docker.rules and reconcile.
 
     `engine` is the run's one connection (None: one of its own, for callers outside a monitor run).
     A fleet with no Docker agent and label registration off never touches the engine. An
@@ -184,18 +177,6 @@ async def refresh_for(engine: DockerEngine, seen: Observation, agent_ids: Collec
     return Observation(seen.fleet, listed, {**seen.inspected, **by_ref}, seen.problems, seen.error)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What came of one action: done, or the engine's refusal."""
-
-    action: Action
-    ok: bool
-    detail: str = ""
-
-    def row(self) -> dict[str, Any]:
-        return {**self.action.row(), "outcome": "done" if self.ok else f"failed: {self.detail}"}
-
-
 async def quietly(write: Awaitable[Any], what: str) -> None:
     """Await an artifact write; a Prefect API that fails it is logged, never fatal: the containers
     were acted on and the states committed whatever the API says."""
@@ -220,89 +201,90 @@ async def not_run(flow: str, error: str, key: str, shown: Mapping[str, Any] | No
     return Failed(message=message, data=EngineUnavailable(error))
 
 
-async def _progress(total: int, description: str) -> Callable[[], Awaitable[None]]:
-    """A progress artifact, and a callback to advance it by one step (updated every ~5%). A Prefect
+class _Progress:
+    """A progress artifact advanced one step per container action (updated every ~5%). A Prefect
     API that fails it only loses the progress bar."""
-    try:
-        artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
-    except Exception as exc:
-        get_run_logger().warning("No progress artifact: %s: %s", type(exc).__name__, exc)
-        artifact_id = None
-    done = 0
-    shown = 0.0
 
-    async def step() -> None:
-        nonlocal done, shown
-        done += 1
-        progress = 100.0 * done / max(total, 1)
-        if artifact_id is not None and (progress - shown >= 5 or done == total):
-            shown = progress
-            await quietly(aupdate_progress_artifact(artifact_id=artifact_id, progress=progress), "progress")
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.artifact_id: Any = None
+        self.total = 0
+        self.count = 0
+        self.shown = 0.0
 
-    return step
-
-
-@task(name="act-on-containers", cache_policy=NONE)
-async def act_on_containers(
-    engine: DockerEngine, actions: Sequence[Action], fleet: Registry, stop_timeout: float
-) -> list[Outcome]:
-    """Carry out starts, restarts and removals concurrently; log and emit an event for each."""
-    logger = get_run_logger()
-    mutating = [a for a in actions if a.mutating]
-    step = await _progress(len(mutating), f"Reconcile: {len(mutating)} container action(s)")
-
-    async def one(action: Action) -> Outcome:
-        info = action.container
-        assert info is not None
+    async def begin(self, total: int) -> None:
+        self.total = total
         try:
-            if action.kind is Kind.START:
-                await engine.start(info.id)
-            elif action.kind is Kind.RESTART:
-                await engine.restart(info.id, stop_timeout)
-            else:
-                if info.running:
-                    await engine.stop(info.id, stop_timeout)
-                    emit_container_event("stopped", info, action.agent_id, fleet, reason="orphan removal")
-                await engine.remove(info.id)
-        except (ContainerOpFailed, EngineUnavailable) as exc:
-            logger.warning("%s %s (%s) failed: %s", action.kind.value, info.name, action.agent_id or "orphan", exc)
-            return Outcome(action, False, str(exc))
-        finally:
-            await step()
-        logger.info("%s %s (%s): %s", _PAST[action.kind], info.name, action.agent_id or "orphan", action.reason)
-        emit_container_event(_PAST[action.kind], info, action.agent_id, fleet, reason=action.reason)
-        return Outcome(action, True)
+            self.artifact_id = await acreate_progress_artifact(
+                progress=0.0, description=self.description.format(total=total)
+            )
+        except Exception as exc:
+            get_run_logger().warning("No progress artifact: %s: %s", type(exc).__name__, exc)
 
-    outcomes = list(await asyncio.gather(*(one(a) for a in mutating)))
-    for action in actions:
-        if action.kind is Kind.EXHAUSTED and action.notify and action.container is not None:
-            logger.warning("%s: %s", action.agent_id, action.reason)
-            emit_container_event(_PAST[Kind.EXHAUSTED], action.container, action.agent_id, fleet, reason=action.reason)
-    return outcomes
+    async def step(self) -> None:
+        self.count += 1
+        progress = 100.0 * self.count / max(self.total, 1)
+        if self.artifact_id is not None and (progress - self.shown >= 5 or self.count == self.total):
+            self.shown = progress
+            await quietly(aupdate_progress_artifact(artifact_id=self.artifact_id, progress=progress), "progress")
+
+
+class ReconcileWatcher(_Progress):
+    """Reconcile's container actions as a person sees them: a progress artifact, a log line and an
+    `agentwatch.container.<action>` event per action (agentwatch.docker.reconcile_apply.ActionWatcher)."""
+
+    def __init__(self, fleet: Registry) -> None:
+        super().__init__("Reconcile: {total} container action(s)")
+        self.fleet = fleet
+        self.logger = get_run_logger()
+
+    async def done(self, outcome: Outcome) -> None:
+        action, info = outcome.action, outcome.action.container
+        assert info is not None
+        owner = action.agent_id or "orphan"
+        if outcome.stopped:
+            emit_container_event("stopped", info, action.agent_id, self.fleet, reason="orphan removal")
+        if not outcome.ok:
+            self.logger.warning("%s %s (%s) failed: %s", action.kind.value, info.name, owner, outcome.detail)
+        await self.step()
+        if outcome.ok:
+            self.logger.info("%s %s (%s): %s", _PAST[action.kind], info.name, owner, action.reason)
+            emit_container_event(_PAST[action.kind], info, action.agent_id, self.fleet, reason=action.reason)
+
+    def exhausted(self, actions: Sequence[Action]) -> None:
+        """Budgets found spent for the first time: one warning and one event each."""
+        for action in actions:
+            assert action.container is not None
+            self.logger.warning("%s: %s", action.agent_id, action.reason)
+            emit_container_event(
+                _PAST[Kind.EXHAUSTED], action.container, action.agent_id, self.fleet, reason=action.reason
+            )
+
+
+class ShutdownWatcher(_Progress):
+    """Shutdown's stops as a person sees them: progress, a log line and an `agentwatch.container.stopped`
+    event per container (agentwatch.docker.shutdown.StopWatcher)."""
+
+    def __init__(self, fleet: Registry) -> None:
+        super().__init__("Shutdown: stopping {total} container(s)")
+        self.fleet = fleet
+        self.logger = get_run_logger()
+
+    async def done(self, outcome: StopOutcome) -> None:
+        target, info = outcome.target, outcome.target.container
+        owner = target.agent_id or "orphan"
+        if not outcome.ok:
+            self.logger.warning("stop %s (%s) failed: %s", info.name, owner, outcome.error)
+        await self.step()
+        if outcome.ok:
+            self.logger.info("stopped %s (%s)", info.name, owner)
+            emit_container_event("stopped", info, target.agent_id, self.fleet, reason="shutdown")
 
 
 @task(name="stop-containers", cache_policy=NONE)
 async def stop_containers(
-    engine: DockerEngine, targets: Sequence[StopTarget], fleet: Registry, stop_timeout: float
-) -> list[tuple[StopTarget, str]]:
-    """Stop every running target at once (SIGTERM, SIGKILL after `stop_timeout`); log and emit each.
-
-    Returns (target, error) pairs; an empty error means stopped."""
-    logger = get_run_logger()
-    running = [t for t in targets if t.needs_stop]
-    step = await _progress(len(running), f"Shutdown: stopping {len(running)} container(s)")
-
-    async def one(target: StopTarget) -> tuple[StopTarget, str]:
-        info = target.container
-        try:
-            await engine.stop(info.id, stop_timeout)
-        except (ContainerOpFailed, EngineUnavailable) as exc:
-            logger.warning("stop %s (%s) failed: %s", info.name, target.agent_id or "orphan", exc)
-            return target, str(exc)
-        finally:
-            await step()
-        logger.info("stopped %s (%s)", info.name, target.agent_id or "orphan")
-        emit_container_event("stopped", info, target.agent_id, fleet, reason="shutdown")
-        return target, ""
-
-    return list(await asyncio.gather(*(one(t) for t in running)))
+    engine: DockerEngine, targets: Sequence[StopTarget], fleet: Registry, options: ShutdownOptions
+) -> ShutdownResult:
+    """Stop every running target at once (SIGTERM, SIGKILL after the stop timeout), unless the
+    options leave them running; log and emit each stop."""
+    return await apply_shutdown(targets, options, engine, ShutdownWatcher(fleet))

@@ -10,8 +10,7 @@ from prefect.cache_policies import NONE
 
 from agentwatch.docker import DockerEngine
 from agentwatch.models import ProbeResult
-from agentwatch.probes import probe_many
-from agentwatch.probes.heartbeat import BeatSnapshot
+from agentwatch.probes import BeatSnapshot, probe_many
 from agentwatch.registry import AgentSpec
 
 

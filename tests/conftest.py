@@ -3,9 +3,11 @@ tests that ask for it; unit tests never touch Prefect."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,34 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
+
+
+class EveryLog(list[logging.LogRecord]):
+    """Every log record made while the fixture `every_log` is active."""
+
+    @property
+    def text(self) -> str:
+        """Each record as a handler would write it: name, level, message and any traceback."""
+        formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        return "\n".join(formatter.format(record) for record in self)
+
+
+@pytest.fixture
+def every_log(monkeypatch: pytest.MonkeyPatch) -> EveryLog:
+    """Every log record of every logger at every level (DEBUG included), whatever the loggers'
+    levels, handlers, filters or propagation: for asserting that something is never logged
+    (caplog sees only what reaches the root logger at its level, WARNING unless set)."""
+    records = EveryLog()
+    make_record = logging.Logger.makeRecord
+
+    def keep(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(self, *args, **kwargs)
+        records.append(record)
+        return record
+
+    monkeypatch.setattr(logging.Logger, "isEnabledFor", lambda self, level: True)
+    monkeypatch.setattr(logging.Logger, "makeRecord", keep)
+    return records
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ The monitor decides (this package, pure); Prefect automations forward the result
 notification blocks (deployments/automations.py, created by `agentwatch bootstrap`).
 """
 
-from .config import AlertsConfig, Route, RouteKind, Selector, Silence
+from ..registry.alerts import AlertsConfig, Route, RouteKind, Selector, Silence
 from .events import AGENT_EVENTS, FLEET_EVENTS, AlertEvent, alert_event_id, alert_events
 from .incidents import Alert, AlertKind, AlertPlan, Incident, IncidentChange, plan_alerts
 from .messages import agent_message, clean, fleet_message

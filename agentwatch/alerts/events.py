@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..events import derived_event_id
+from ..events import (
+    ALERT_DOWN,
+    ALERT_FLAPPING,
+    ALERT_REMINDER,
+    ALERT_RESOLVED,
+    ALERT_SETTLED,
+    FLEET_DEGRADED,
+    FLEET_FLAPPING,
+    FLEET_RECOVERED,
+    FLEET_REMINDER,
+    FLEET_SETTLED,
+    derived_event_id,
+)
 from .incidents import Alert, AlertKind
 from .messages import MAX_NAMES, agent_message, clean, fleet_message
 
@@ -32,18 +44,18 @@ if TYPE_CHECKING:
 __all__ = ["AGENT_EVENTS", "FLEET_EVENTS", "AlertEvent", "alert_event_id", "alert_events"]
 
 AGENT_EVENTS = {
-    AlertKind.DOWN: "agentwatch.alert.down",
-    AlertKind.REMINDER: "agentwatch.alert.reminder",
-    AlertKind.RESOLVED: "agentwatch.alert.resolved",
-    AlertKind.FLAPPING: "agentwatch.alert.flapping",
-    AlertKind.SETTLED: "agentwatch.alert.settled",
+    AlertKind.DOWN: ALERT_DOWN,
+    AlertKind.REMINDER: ALERT_REMINDER,
+    AlertKind.RESOLVED: ALERT_RESOLVED,
+    AlertKind.FLAPPING: ALERT_FLAPPING,
+    AlertKind.SETTLED: ALERT_SETTLED,
 }
 FLEET_EVENTS = {
-    AlertKind.DOWN: "agentwatch.fleet.degraded",
-    AlertKind.REMINDER: "agentwatch.fleet.reminder",
-    AlertKind.RESOLVED: "agentwatch.fleet.recovered",
-    AlertKind.FLAPPING: "agentwatch.fleet.flapping",
-    AlertKind.SETTLED: "agentwatch.fleet.settled",
+    AlertKind.DOWN: FLEET_DEGRADED,
+    AlertKind.REMINDER: FLEET_REMINDER,
+    AlertKind.RESOLVED: FLEET_RECOVERED,
+    AlertKind.FLAPPING: FLEET_FLAPPING,
+    AlertKind.SETTLED: FLEET_SETTLED,
 }
 
 

@@ -1,7 +1,8 @@
 """The restart budget: how often reconcile may restart one agent's container. Pure; time is passed in.
 
 - At most `max_restarts` restarts in any sliding `window`; when they are spent the agent stays
-  failed ("restart budget exhausted") until the oldest restart leaves the window.
+  failed (asserted with `Cause.RESTART_BUDGET`; the reason says "restart budget exhausted") until
+  the oldest restart leaves the window.
 - Between restarts the wait doubles: `backoff` after the first, twice that after the second, ...
   capped at `backoff_max`. The first restart in a window is immediate.
 - A clean run resets the budget: the container has run healthy for `reset_after` since it started.
@@ -20,7 +21,16 @@ from enum import StrEnum
 from ..durations import format_duration
 from ..settings import Settings
 
-__all__ = ["BudgetRules", "Decision", "RestartBudget", "Verdict", "decide", "is_clean_run", "record_restart"]
+__all__ = [
+    "BudgetRules",
+    "Decision",
+    "RestartBudget",
+    "Verdict",
+    "decide",
+    "exhausted_reason",
+    "is_clean_run",
+    "record_restart",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +66,9 @@ class RestartBudget:
 
     agent_id: str
     restarts: tuple[datetime, ...] = ()  # when reconcile restarted the container, oldest first
-    exhausted_at: datetime | None = None  # set once per exhaustion, so its event is emitted once
+    # Set when reconcile found the budget spent (once per exhaustion, so its event is emitted once):
+    # reconcile knows, and `retry_at` says when it tries again. Cleared by the next restart.
+    exhausted_at: datetime | None = None
     retry_at: datetime | None = None  # when a deferred or refused restart may be tried again
     version: int = 0  # 0 = not stored yet
 
@@ -69,6 +81,15 @@ class RestartBudget:
     @property
     def empty(self) -> bool:
         return not self.restarts and self.exhausted_at is None and self.retry_at is None
+
+    def reset(self) -> RestartBudget:
+        """The budget after a clean run: nothing used, written over this one's version."""
+        return RestartBudget(self.agent_id, version=self.version)
+
+
+def exhausted_reason(detail: str) -> str:
+    """The reason an agent with a spent budget is failed: the one wording, never matched on."""
+    return f"restart budget exhausted: {detail}"
 
 
 class Verdict(StrEnum):
@@ -94,7 +115,7 @@ def decide(budget: RestartBudget, rules: BudgetRules, now: datetime) -> Decision
     if len(recent) >= rules.max_restarts:
         retry = (min(recent) + rules.window) if recent else None
         updated = replace(budget, restarts=recent, exhausted_at=budget.exhausted_at or now, retry_at=retry)
-        return Decision(Verdict.EXHAUSTED, updated, f"restart budget exhausted: {used}", budget.exhausted_at is None)
+        return Decision(Verdict.EXHAUSTED, updated, exhausted_reason(used), budget.exhausted_at is None)
     if recent:
         wait = rules.wait_after(len(recent))
         ready = max(recent) + wait

@@ -11,7 +11,6 @@ and an engine that cannot be reached becomes EngineUnavailable, never an agent f
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,23 +19,19 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
-from ..errors import AgentwatchError, EngineUnavailable
-from ..settings import Settings
+from ..errors import ContainerOpFailed, EngineUnavailable
+from ..settings import Settings, environment
 from .state import ContainerInfo
 
-__all__ = ["ContainerOpFailed", "DockerEngine", "engine_url"]
+__all__ = ["DockerEngine", "engine_url"]
 
 T = TypeVar("T")
 UNREACHABLE = "docker engine unreachable"
 
 
-class ContainerOpFailed(AgentwatchError):
-    """The engine refused an operation on one container (gone, conflict, engine error)."""
-
-
 def engine_url(settings: Settings) -> str | None:
     """The engine URL: the `docker_host` setting, else DOCKER_HOST, else docker-py's local default."""
-    return settings.docker_host or os.environ.get("DOCKER_HOST") or None
+    return settings.docker_host or environment().get("DOCKER_HOST") or None
 
 
 class DockerEngine:
@@ -75,7 +70,7 @@ class DockerEngine:
                 return self._client
             if self._failure is not None:  # one failed connection per engine: do not retry per agent
                 raise self._failure
-            env = dict(os.environ)
+            env = environment()
             if self.base_url:
                 env["DOCKER_HOST"] = self.base_url
             try:

@@ -20,8 +20,11 @@ What a label may do, and what it may not:
   commands on the monitor's host.
 
 A container whose labels do not validate is left out with a Problem naming it; it never fails the
-run. When several containers carry the same id, the newest running one (else the newest) registers
-it. Registration is opt-in (AGENTWATCH_DOCKER_LABELS) and sees only AGENTWATCH_DOCKER_SCOPE.
+run. When several containers carry the same id, one speaks for it (`label_owners`): the newest
+running one, else the newest, and between two created at the same instant the greater id, so the
+choice never depends on the order the engine lists them in. That one container both registers the
+agent and is bound to it (`bind_containers`). Registration is opt-in (AGENTWATCH_DOCKER_LABELS) and
+sees only AGENTWATCH_DOCKER_SCOPE.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from .targets import HostAllowList, Refused, resolve_target
 
 __all__ = [
     "agents_from_containers",
+    "bind_containers",
     "foreign_claims",
     "is_docker_agent",
     "label_memory",
+    "label_owners",
     "names_container",
     "remembered_agents",
     "spec_from_labels",
@@ -122,8 +127,44 @@ def _probe(info: ContainerInfo, allowed: HostAllowList) -> tuple[dict[str, Any] 
     return {"tcp": {"host": target.host, "port": port}}, None
 
 
-def _preference(info: ContainerInfo) -> tuple[bool, datetime]:
-    return (info.running, info.created or _EPOCH)
+def _rank(info: ContainerInfo) -> tuple[bool, datetime, str]:
+    # The id breaks a tie of creation times: the listing's order is no order (two listings merged).
+    return (info.running, info.created or _EPOCH, info.id)
+
+
+def label_owners(containers: Iterable[ContainerInfo]) -> dict[str, ContainerInfo]:
+    """The one container that speaks for each agent id found on labels: the newest running one,
+    else the newest; a tie of creation times goes to the greater container id."""
+    chosen: dict[str, ContainerInfo] = {}
+    for info in containers:
+        agent_id = info.agent_label
+        if agent_id is not None and (agent_id not in chosen or _rank(info) > _rank(chosen[agent_id])):
+            chosen[agent_id] = info
+    return chosen
+
+
+def bind_containers(
+    fleet: Registry, listed: Iterable[ContainerInfo], inspected: Mapping[str, ContainerInfo | None] | None = None
+) -> dict[str, ContainerInfo | None]:
+    """Each fleet agent's container: its docker probe's target, else (for an agent registered by
+    labels) the container that registered it (`label_owners`). None = a docker probe whose
+    container the engine does not have.
+
+    A registry agent is bound only to what its docker probe names: a container labelled with its
+    id is not its container (anyone can write a label), so an HTTP agent of the registry has none.
+    `inspected` maps docker probe refs the listing did not cover to what `inspect` found.
+    """
+    listed = list(listed)
+    owners = label_owners(listed)
+    bound: dict[str, ContainerInfo | None] = {}
+    for agent in fleet.agents:
+        ref = agent.probe.docker.container if agent.probe and agent.probe.docker else None
+        if ref is not None:
+            found = next((i for i in listed if i.id == ref or i.matches(ref)), None)
+            bound[agent.id] = found if found is not None else (inspected or {}).get(ref)
+        elif agent.source == "docker" and agent.id in owners:
+            bound[agent.id] = owners[agent.id]
+    return bound
 
 
 def agents_from_containers(
@@ -132,13 +173,7 @@ def agents_from_containers(
     allowed: HostAllowList | None = None,
 ) -> tuple[list[AgentSpec], list[Problem]]:
     """One AgentSpec per agent id found on container labels, policy resolved against `defaults`."""
-    chosen: dict[str, ContainerInfo] = {}
-    for info in containers:
-        agent_id = info.agent_label
-        if agent_id is None:
-            continue
-        if agent_id not in chosen or _preference(info) > _preference(chosen[agent_id]):
-            chosen[agent_id] = info
+    chosen = label_owners(containers)
     agents: list[AgentSpec] = []
     problems: list[Problem] = []
     for agent_id, info in sorted(chosen.items()):

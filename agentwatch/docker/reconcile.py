@@ -1,5 +1,6 @@
 """Reconcile planning: given the fleet, its containers, the agents' records and restart budgets,
-decide what to do. Pure: the flow observes, calls `plan_reconcile`, then carries the plan out.
+decide what to do. Pure: the flow observes and calls `plan_reconcile`; `reconcile_apply` carries
+the plan out and says what came of it (a ReconcileResult).
 
 Rules (README "Docker agents"):
 - Exit information is recorded: exited 0 -> stopped, non-zero -> failed, OOM named as the reason.
@@ -23,12 +24,12 @@ from enum import StrEnum
 from typing import Any
 
 from ..durations import format_duration
-from ..models import AgentRecord, AgentState, ProbeResult
+from ..models import AgentRecord, AgentState, Cause, ProbeResult
 from ..registry import Registry
 from .budget import BudgetRules, RestartBudget, Verdict, decide, is_clean_run, record_restart
-from .fleet import EXHAUSTED, bind_containers, recorded_stop
-from .labels import is_docker_agent
-from .probe import container_result
+from .labels import bind_containers, is_docker_agent
+from .observe import container_result
+from .rules import recorded_stop
 from .state import ContainerInfo
 
 __all__ = ["Action", "Kind", "ReconcileOptions", "plan_reconcile"]
@@ -40,7 +41,9 @@ class Kind(StrEnum):
     RESTART = "restart"  # restart a running, unhealthy container (counts against the budget)
     REMOVE = "remove"  # remove an orphan, stopping it first when it runs
     DEFER = "defer"  # a restart is wanted; the backoff has not run out
-    EXHAUSTED = "exhausted"  # a restart is wanted; the budget is spent
+    # A restart is wanted; the budget is spent (the budget's own Verdict.EXHAUSTED, as a step):
+    # the agent is recorded failed with Cause.RESTART_BUDGET.
+    EXHAUSTED = Verdict.EXHAUSTED.value
     RESET = "reset"  # a clean run: the restart budget starts again
     LEAVE = "leave"  # looked at and deliberately left alone
 
@@ -63,6 +66,11 @@ class Action:
     @property
     def mutating(self) -> bool:
         return self.kind in MUTATING
+
+    @property
+    def cause(self) -> Cause:
+        """How reconcile knows the `state` it records."""
+        return Cause.RESTART_BUDGET if self.kind is Kind.EXHAUSTED else Cause.CONTAINER
 
     def row(self) -> dict[str, Any]:
         c = self.container
@@ -130,21 +138,22 @@ def _plan_agent(
         return [Action(Kind.LEAVE, "paused (maintenance)", agent_id, info)]
     # Named as the monitor's probe names it, so both record the same reason.
     observed = container_result(agent_id, info.name if info else ref, info)
+    spent = budget.exhausted_at is not None or budget.is_exhausted(options.rules, now)
     if info is None:
         return [
-            *_record(agent_id, info, observed, record),
+            *_record(agent_id, info, observed, record, spent),
             Action(Kind.LEAVE, f"{observed.reason}: agentwatch cannot recreate a container", agent_id),
         ]
-    stopped = recorded_stop(observed, record)
+    stopped = recorded_stop(observed, info, record)
     if not (options.restart_unhealthy and not stopped and _wants_restart(info, observed, record)):
-        steps = [] if stopped else _record(agent_id, info, observed, record)
+        steps = [] if stopped else _record(agent_id, info, observed, record, spent)
         healthy = observed.ok and info.status == "running"
         if not budget.empty and is_clean_run(info.started_at, healthy, options.rules, now):
-            steps.append(Action(Kind.RESET, "a clean run: restart budget reset", agent_id, info, budget=budget))
+            steps.append(Action(Kind.RESET, "a clean run: restart budget reset", agent_id, info, budget=budget.reset()))
         return steps
     if not info.managed:
         return [
-            *_record(agent_id, info, observed, record),
+            *_record(agent_id, info, observed, record, spent),
             Action(Kind.LEAVE, "not restarted: no agentwatch.managed=true label", agent_id, info),
         ]
     decision = decide(budget, options.rules, now)
@@ -153,7 +162,7 @@ def _plan_agent(
         return [
             Action(Kind.EXHAUSTED, reason, agent_id, info, AgentState.FAILED, decision.budget, decision.newly_exhausted)
         ]
-    steps = _record(agent_id, info, observed, record)
+    steps = _record(agent_id, info, observed, record, spent)
     if decision.verdict is Verdict.BACKOFF:
         return [*steps, Action(Kind.DEFER, decision.reason, agent_id, info, budget=decision.budget)]
     kind = Kind.RESTART if info.running else Kind.START
@@ -163,22 +172,25 @@ def _plan_agent(
 
 
 def _wants_restart(info: ContainerInfo, observed: ProbeResult, record: AgentRecord | None) -> bool:
-    if observed.state in (AgentState.STOPPED, AgentState.STARTING) or info.status in ("restarting", "paused"):
+    if observed.asserted in (AgentState.STOPPED, AgentState.STARTING) or info.status in ("restarting", "paused"):
         return False  # a clean exit, a start in progress, or the engine's own restart policy at work
-    if observed.state is AgentState.FAILED or info.health == "unhealthy":
+    if observed.asserted is AgentState.FAILED or info.health == "unhealthy":
         return True
     # agentwatch's own probe (HTTP on a label-registered agent) found it unhealthy.
     return record is not None and record.state is AgentState.UNHEALTHY and info.status == "running"
 
 
 def _record(
-    agent_id: str, info: ContainerInfo | None, observed: ProbeResult, record: AgentRecord | None
+    agent_id: str, info: ContainerInfo | None, observed: ProbeResult, record: AgentRecord | None, spent: bool
 ) -> list[Action]:
     """Record exit information when it says more than the agent's record does."""
-    state = observed.state
+    state = observed.asserted
     if state not in (AgentState.STOPPED, AgentState.FAILED):
         return []
-    if record is not None and record.state is state and record.reason.startswith((observed.reason, EXHAUSTED)):
+    # Not when the record says this exit already, or a spent budget keeps the agent failed (that
+    # record names the exit after the budget).
+    said = record is not None and record.state is state and record.reason.startswith(observed.reason)
+    if said or (spent and state is AgentState.FAILED and record is not None and record.state is state):
         return []
     return [Action(Kind.RECORD, observed.reason, agent_id, info, state)]
 

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..render import markdown_cell, markdown_table
+
 __all__ = ["not_run_markdown", "reconcile_markdown", "shutdown_markdown"]
 
 _ICON = {
@@ -20,15 +22,7 @@ _ICON = {
 }
 
 
-def _cell(value: Any) -> str:
-    text = "-" if value is None or value == "" else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")[:300]
-
-
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return lines
+_CELL = 300  # at most this many characters per cell
 
 
 def reconcile_markdown(rows: Sequence[Mapping[str, Any]], *, dry_run: bool, settings: Mapping[str, Any]) -> str:
@@ -41,7 +35,7 @@ def reconcile_markdown(rows: Sequence[Mapping[str, Any]], *, dry_run: bool, sett
     lines.append("")
     shown = [{**row, "action": f"{_ICON.get(str(row['action']), '')} {row['action']}"} for row in rows]
     columns = ["action", "agent", "container", "state", "reason"] + ([] if dry_run else ["outcome"])
-    lines += _table(shown, columns) if rows else ["No container needs anything."]
+    lines += markdown_table(shown, columns, _CELL) if rows else ["No container needs anything."]
     return "\n".join(lines) + "\n"
 
 
@@ -54,13 +48,13 @@ def shutdown_markdown(rows: Sequence[Mapping[str, Any]], *, leave_running: bool,
     else:
         head = f"## Shutdown: SIGTERM, then SIGKILL after {stop_timeout}"
     lines = [head, "", f"**{summary}**", ""]
-    lines += _table(rows, ["agent", "container", "status", "outcome", "reason"]) if rows else []
+    lines += markdown_table(rows, ["agent", "container", "status", "outcome", "reason"], _CELL) if rows else []
     return "\n".join(lines) + "\n"
 
 
 def not_run_markdown(flow: str, reason: str, settings: Mapping[str, Any] | None = None) -> str:
     """Why a reconcile or shutdown run did nothing at all (the engine could not be reached)."""
-    lines = [f"## {flow} did not run", "", f"**{_cell(reason)}**", ""]
+    lines = [f"## {flow} did not run", "", f"**{markdown_cell(reason, _CELL)}**", ""]
     lines += [f"- {k}: `{v}`" for k, v in (settings or {}).items()]
     lines += [
         "",

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..beats import Beat
 from ..errors import StoreError
 from ..registry import Registry
 from ..store import StateStore
-from .beats import Beat
 
 __all__ = ["BatchSink", "BeatBuffer", "Credentials", "Flusher", "RateLimiter", "resolve_credentials"]
 

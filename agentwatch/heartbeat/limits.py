@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-if TYPE_CHECKING:  # server.py imports this module
-    from starlette.applications import Starlette
+from .config import ServerConfig
 
-    from .server import ServerConfig
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = ["FLOODABLE_LOGGERS", "RateLimitedLog", "connection_cap", "serve", "uvicorn_config"]
 
@@ -178,11 +178,7 @@ def uvicorn_config(
     app: Starlette, host: str, port: int, config: ServerConfig | None = None, *, access_log: bool = False
 ) -> uvicorn.Config:
     """The uvicorn configuration that `serve` runs: the limits of the module docstring."""
-    if config is None:
-        from .server import ServerConfig
-
-        config = ServerConfig()
-    cfg = config
+    cfg = config or ServerConfig()
     nofile = _nofile()
     backlog = _accept_batch(nofile)
     cap = connection_cap(nofile, backlog)

@@ -26,7 +26,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from starlette.applications import Starlette
@@ -34,10 +33,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..beats import Beat, PingKind
 from ..registry import Registry
-from ..settings import Settings
 from ..store import StateStore
-from .beats import Beat, PingKind
+from .config import ServerConfig
 from .intake import BatchSink, BeatBuffer, Credentials, Flusher, RateLimiter
 from .limits import FLOODABLE_LOGGERS, RateLimitedLog, connection_cap, serve, uvicorn_config
 
@@ -48,35 +47,6 @@ log = logging.getLogger(__name__)
 
 # An exit code: ASCII digits only ("²".isdigit() is true, and int("²") raises).
 _EXIT_CODE = re.compile(r"[0-9]{1,3}")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Limits of the endpoint (defaults from Settings: 10 KB bodies, 1 ping/s with bursts of 5,
-    requests within 10 s, connections capped below the open-file limit)."""
-
-    max_body_bytes: int = 10 * 1024
-    rate: float = 1.0
-    burst: int = 5
-    flush_interval: float = 0.5
-    event_interval: float = 10.0
-    request_timeout: float = 10.0
-    keep_alive: float = 5.0
-    max_connections: int = 0  # 0 = derived from RLIMIT_NOFILE (`connection_cap`)
-    max_header_bytes: int = 8 * 1024
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServerConfig:
-        return cls(
-            max_body_bytes=settings.heartbeat_max_body_bytes,
-            rate=settings.heartbeat_rate,
-            burst=settings.heartbeat_burst,
-            flush_interval=settings.heartbeat_flush_interval,
-            event_interval=settings.heartbeat_event_interval,
-            request_timeout=settings.heartbeat_request_timeout,
-            keep_alive=settings.heartbeat_keep_alive,
-            max_connections=settings.heartbeat_max_connections,
-        )
 
 
 class _BodyTooLarge(Exception):

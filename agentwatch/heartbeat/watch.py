@@ -14,16 +14,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from ..models import AgentRecord, AgentState, ProbeResult, Transition
-from ..policy import resume
+from ..beats import Beat
+from ..models import AgentRecord, AgentState, Counted, ProbeResult, Transition
+from ..policy import Evaluation, resume
 from ..probes.heartbeat import BeatSnapshot
 from ..registry import Registry
 from ..store import CommitResult, StateStore
-from .beats import Beat
 
 __all__ = ["HeartbeatRound", "LateWarning", "clock_start", "heartbeat_round", "late_warnings", "wake_on_beats"]
 
-Change = tuple[AgentRecord, Transition | None]
 _LATE = (AgentState.DEGRADED, AgentState.UNHEALTHY)
 
 
@@ -60,9 +59,9 @@ def clock_start(record: AgentRecord | None, now: datetime) -> datetime:
 
 def wake_on_beats(
     registry: Registry, records: Mapping[str, AgentRecord], beats: Mapping[str, Beat], now: datetime
-) -> list[Change]:
+) -> list[Evaluation]:
     """Resume the agents under a plain (not sticky) pause that have beaten since it began."""
-    changes: list[Change] = []
+    changes: list[Evaluation] = []
     for agent in registry.agents:
         record, beat = records.get(agent.id), beats.get(agent.id)
         if record is None or beat is None or not record.paused or record.sticky:
@@ -74,7 +73,7 @@ def wake_on_beats(
         reason = f"resumed by a beat at {seen.isoformat(timespec='seconds')}"
         woken = evaluation.record.evolve(reason=reason)
         transition = replace(evaluation.transition, reason=reason) if evaluation.transition else None
-        changes.append((woken, transition))
+        changes.append(Evaluation(woken, transition))
     return changes
 
 
@@ -100,7 +99,8 @@ async def heartbeat_round(
 
 def late_warnings(transitions: Sequence[Transition], results: Iterable[ProbeResult]) -> list[LateWarning]:
     """A warning for each agent whose missed beats went from 0 to 1 or more in this cycle."""
-    missed = {r.agent_id: r for r in results if r.failures and "missed" in r.details}
+    # Missed beats are a probe's own count; a reported job failure (counted by the policy) is not one.
+    missed = {r.agent_id: r for r in results if isinstance(r.override, Counted) and r.override.failures}
     warnings = []
     for t in transitions:
         result = missed.get(t.agent_id)

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..drift import IDENTITY_KEY, make_identity
+from ..errors import BadAnswer
 from ..models import ProbeResult
 from ..redact import redact_url
 from ..registry import AgentSpec
 from .tcp import describe_connection_error
-from .wire import BadAnswer, describe_http_error, read_json_object
+from .wire import describe_http_error, read_json_object
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["CARD_PATHS", "card_urls", "judge_card", "probe_a2a"]
 

@@ -30,23 +30,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .._version import __version__
 from ..docker.engine import engine_url
 from ..drift import IDENTITY_KEY, make_identity
+from ..errors import BadAnswer
 from ..models import ProbeResult
 from ..registry import AcpProbe, AgentSpec, EnvFrom
-from ..settings import get_settings
+from ..settings import environment, get_settings
 from .command import COOKIE_VAR, STDERR_TAIL_CHARS, kill_leftovers
-from .wire import BadAnswer, member, quote_short, rpc_error_text, rpc_response
+from .wire import member, quote_short, rpc_error_text, rpc_response
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["PROTOCOL_VERSION", "probe_acp"]
 
@@ -102,7 +102,7 @@ async def probe_acp(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
     Never raises for a failed agent."""
     assert agent.probe is not None and agent.probe.acp is not None
     spec = agent.probe.acp
-    environ = dict(os.environ)
+    environ = environment()
     try:
         values = _environment(spec, environ)
     except _Failed as failed:
@@ -274,7 +274,7 @@ async def _end(process: asyncio.subprocess.Process, container: str | None, remot
 
 
 async def _kill_in_container(container: str, pid: str) -> None:
-    env = dict(os.environ)
+    env = environment()
     if host := engine_url(get_settings()):
         env["DOCKER_HOST"] = host
     try:

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING
 
 from ..models import ProbeResult
 from ..registry import AgentSpec
+from ..settings import environment
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["COOKIE_VAR", "STDERR_TAIL_CHARS", "find_leftovers", "kill_leftovers", "probe_command", "start_time"]
 
@@ -106,7 +107,7 @@ async def probe_command(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, COOKIE_VAR: cookie},
+            env={**environment(), COOKIE_VAR: cookie},
         )
     except OSError as exc:
         return ProbeResult(agent.id, ok=False, reason=f"cannot start sh: {exc.strerror or exc}")

@@ -4,38 +4,29 @@ A beat older than `timeout` is a missed beat: missed = floor(age / timeout), whe
 from the latest sign of life (beat, job start or failure) or from when the agent's clock started
 (first sight by the monitor, or a resume), whichever is later. So a new agent, and one just
 resumed, get one whole timeout before a first miss. The count goes to the policy as
-`ProbeResult.failures` against `max_missed`; 0 missed is healthy.
+`Counted(missed, max_missed)`; 0 missed is healthy. Before a first beat is due the agent is
+starting (`Asserted(STARTING, Cause.HEARTBEAT)`).
 
 A job's failure (`/fail`, or a non-zero exit code) stands until its next beat; while it stands the
-check fails at once, counted one per monitor cycle against `max_missed`.
+check fails at once, counted one per monitor cycle against `max_missed` (`OwnThreshold(max_missed)`).
 
 Time is injected: the monitor reads the beats once and passes them with `now` in a BeatSnapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..heartbeat.beats import Beat
-from ..models import AgentState, ProbeResult
+from ..beats import Beat
+from ..models import AgentState, Asserted, Cause, Counted, NotProbed, OwnThreshold, ProbeResult
 from ..registry import AgentSpec, HeartbeatProbe
+from .context import BeatSnapshot
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["BeatSnapshot", "check_heartbeat", "probe_heartbeat"]
-
-
-@dataclass(frozen=True, slots=True)
-class BeatSnapshot:
-    """Beats as read from the store at `now`, and when each agent's clock started."""
-
-    now: datetime
-    beats: Mapping[str, Beat] = field(default_factory=dict)
-    clocks: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def check_heartbeat(
@@ -57,13 +48,13 @@ def check_heartbeat(
     if beat is not None and beat.failing:
         code = f" (exit code {beat.last_exit_code})" if beat.last_exit_code is not None else ""
         details["exit_code"] = beat.last_exit_code
-        return ProbeResult(
-            agent_id, ok=False, reason=f"job reported failure{code}", details=details, threshold=spec.max_missed
-        )
+        reason = f"job reported failure{code}"
+        return ProbeResult(agent_id, ok=False, reason=reason, details=details, override=OwnThreshold(spec.max_missed))
     if missed == 0:
         if last_seen is None:
             reason = f"waiting for the first beat (due within {_secs(timeout)})"
-            return ProbeResult(agent_id, ok=False, reason=reason, details=details, state=AgentState.STARTING)
+            starting = Asserted(AgentState.STARTING, Cause.HEARTBEAT)
+            return ProbeResult(agent_id, ok=False, reason=reason, details=details, override=starting)
         reason = f"last beat {_secs((now - last_seen).total_seconds())} ago"
         return ProbeResult(agent_id, ok=True, reason=reason, details=details)
     if missed >= spec.max_missed:
@@ -72,7 +63,7 @@ def check_heartbeat(
         plural = "" if missed == 1 else "s"
         since = "last beat" if reference == last_seen else "no beat since the timer started"
         reason = f"late: {missed} missed beat{plural} ({since} {_secs(age)} ago)"
-    return ProbeResult(agent_id, ok=False, reason=reason, details=details, failures=missed, threshold=spec.max_missed)
+    return ProbeResult(agent_id, ok=False, reason=reason, details=details, override=Counted(missed, spec.max_missed))
 
 
 async def probe_heartbeat(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
@@ -81,7 +72,7 @@ async def probe_heartbeat(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
     snapshot = ctx.beats
     if snapshot is None:
         # Only the monitor loads beats; a bare `probe_many` call has nothing to judge by.
-        return ProbeResult(agent.id, ok=False, skipped=True, reason="no beats loaded: judged by the monitor")
+        return ProbeResult(agent.id, ok=False, reason="no beats loaded: judged by the monitor", override=NotProbed())
     return check_heartbeat(
         agent.id, agent.probe.heartbeat, snapshot.beats.get(agent.id), snapshot.clocks.get(agent.id), snapshot.now
     )

@@ -20,7 +20,7 @@ from .tcp import describe_exception
 from .wire import describe_http_error
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["display_url", "effective_url", "probe_http"]
 

@@ -29,16 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .. import __version__
+from .._version import __version__
 from ..drift import IDENTITY_KEY, make_identity
+from ..errors import BadAnswer
 from ..models import ProbeResult
 from ..redact import redact_url
 from ..registry import AgentSpec, McpProbe
 from .tcp import describe_connection_error
-from .wire import BadAnswer, describe_http_error, member, quote_short, rpc_error_text, rpc_response_from_http
+from .wire import describe_http_error, member, quote_short, rpc_error_text, rpc_response_from_http
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["LEGACY_VERSIONS", "MODERN_VERSION", "probe_mcp"]
 

@@ -19,7 +19,7 @@ from ..models import ProbeResult
 from ..registry import AgentSpec
 
 if TYPE_CHECKING:
-    from . import ProbeContext
+    from .context import ProbeContext
 
 __all__ = ["describe_connection_error", "describe_exception", "probe_tcp"]
 

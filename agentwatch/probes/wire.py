@@ -4,7 +4,7 @@ Shared by the protocol probes (acp, mcp, a2a). Every reader stops at a byte cap 
 context's `max_body_bytes`), so an agent that answers with an endless stream costs bounded memory;
 an SSE stream is read only until the awaited response arrives, never to its end.
 
-An answer that is not what the protocol says raises `BadAnswer`, whose message is the probe's
+An answer that is not what the protocol says raises `BadAnswer` (agentwatch.errors), whose message is the probe's
 reason as it stands ("the answer is not JSON: ..."). Text quoted from an answer is cut short.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from ..errors import BadAnswer
 from .tcp import describe_connection_error, describe_exception
 
 __all__ = [
-    "BadAnswer",
     "describe_http_error",
     "member",
     "quote_short",
@@ -31,10 +31,6 @@ __all__ = [
 ]
 
 _QUOTE_CHARS = 80
-
-
-class BadAnswer(Exception):
-    """The target answered, but not as its protocol says; the message is the failure's reason."""
 
 
 def member(value: Any, key: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@ tables of the heartbeat server, reconcile and the alert step.
 
 SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL for several workers. Every write that
 decides something (a transition, a restart, an alert) is compare-and-swap on a per-row version, so
-two overlapping runs never do it twice. The schema is created on first use.
+two overlapping runs never do it twice (one helper for all of them: agentwatch.store.cas). The schema is created on first use.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..models import AgentRecord, AgentState, Transition
-from .base import StoreBase, column_value, drop_except, insert_ignore_many, rows_for, utc
+from ..policy import Evaluation
+from .base import StoreBase, column_value, drop_except, rows_for, utc
+from .cas import Swap, compare_and_swap
 from .schema import agent_state, transitions
 
 __all__ = ["AgentsTable", "CommitResult", "transition_of"]
@@ -51,9 +53,7 @@ class AgentsTable(StoreBase):
         ids = list(agent_ids) if agent_ids is not None else None
         return await self._run(lambda conn: {r.agent_id: _record(r) for r in rows_for(conn, agent_state, ids)})
 
-    async def commit(
-        self, changes: Sequence[tuple[AgentRecord, Transition | None]], run_id: str | None = None
-    ) -> CommitResult:
+    async def commit(self, changes: Sequence[Evaluation], run_id: str | None = None) -> CommitResult:
         """Write new records with compare-and-swap on the version each was read at (0 = new).
 
         A record whose row changed since it was read is a conflict: neither it nor its transition
@@ -62,38 +62,14 @@ class AgentsTable(StoreBase):
         driver's thread each; bench/README.md).
         """
         now = datetime.now(UTC)
-        stamp = column_value(now)
 
         def write(conn: Connection) -> CommitResult:
-            new = [record for record, _ in changes if record.version == 0]
-            old = [record for record, _ in changes if record.version != 0]
-            if new:
-                rows = [{"agent_id": r.agent_id, **_values(r, now)} for r in new]
-                conn.execute(insert_ignore_many(conn, agent_state), rows)
-            if old:
-                stmt = (
-                    agent_state.update()
-                    .where(agent_state.c.agent_id == sa.bindparam("b_id"), agent_state.c.version == sa.bindparam("b_v"))
-                    .values({f: sa.bindparam(f"n_{f}") for f in (*_RECORD_FIELDS, "version", "updated_at")})
-                )
-                conn.execute(
-                    stmt,
-                    [
-                        {"b_id": r.agent_id, "b_v": r.version, **{f"n_{k}": v for k, v in _values(r, now).items()}}
-                        for r in old
-                    ],
-                )
-            # The rows this transaction wrote carry its version and its stamp; a row another writer
-            # changed first kept theirs (the WHERE did not match, or the insert was ignored).
-            written = {
-                (row.agent_id, row.version)
-                for row in rows_for(conn, agent_state, [r.agent_id for r, _ in changes])
-                if utc(row.updated_at) == stamp
-            }
+            swaps = [Swap(record.agent_id, record.version, _values(record)) for record, _ in changes]
+            landed = compare_and_swap(conn, agent_state, swaps, now)
             out = CommitResult()
             logged: list[dict[str, Any]] = []
-            for record, transition in changes:
-                if (record.agent_id, record.version + 1) not in written:
+            for (record, transition), won in zip(changes, landed, strict=True):
+                if not won:
                     out.conflicts.append(record.agent_id)
                     continue
                 saved = record.evolve(version=record.version + 1)
@@ -148,10 +124,8 @@ def transition_of(row: Any) -> Transition:
     )
 
 
-def _values(record: AgentRecord, now: datetime) -> dict[str, Any]:
-    values = {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
-    values.update(version=record.version + 1, updated_at=column_value(now))
-    return values
+def _values(record: AgentRecord) -> dict[str, Any]:
+    return {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
 
 
 def _record(row: Any) -> AgentRecord:

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..beats import Beat
 from ..errors import StoreError
-from ..heartbeat.beats import Beat
 from .base import StoreBase, drop_except, rows_for, utc
 from .schema import heartbeats
 

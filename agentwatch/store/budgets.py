@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from ..docker.budget import RestartBudget
-from .base import StoreBase, column_value, drop_except, insert_ignore, rows_for, utc
+from .base import StoreBase, column_value, drop_except, rows_for, utc
+from .cas import Swap, compare_and_swap
 from .schema import restart_budget
 
 __all__ = ["BudgetsTable"]
@@ -33,20 +34,12 @@ class BudgetsTable(StoreBase):
             "restarts": json.dumps([t.isoformat() for t in budget.restarts]),
             "exhausted_at": column_value(budget.exhausted_at),
             "retry_at": column_value(budget.retry_at),
-            "version": budget.version + 1,
-            "updated_at": datetime.now(UTC),
         }
+        swap = Swap(budget.agent_id, budget.version, values)
+        now = datetime.now(UTC)
 
         def write(conn: Connection) -> bool:
-            if budget.version == 0:
-                stmt = insert_ignore(conn, restart_budget, {"agent_id": budget.agent_id, **values})
-            else:
-                stmt = (
-                    restart_budget.update()
-                    .where(restart_budget.c.agent_id == budget.agent_id, restart_budget.c.version == budget.version)
-                    .values(**values)
-                )
-            return bool(conn.execute(stmt).rowcount == 1)
+            return compare_and_swap(conn, restart_budget, [swap], now)[0]
 
         saved = await self._run(write, begin=True)
         return dataclasses.replace(budget, version=budget.version + 1) if saved else None

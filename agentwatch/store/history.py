@@ -18,10 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..flapping import Change, FlapChange, FlapMemory
+from ..flapping import FlapChange, FlapMemory, Flip
 from ..models import AgentState
 from ..uptime import Mark
-from .base import CHUNK, StoreBase, chunks, column_value, drop_except, insert_ignore, utc
+from .base import CHUNK, StoreBase, chunks, column_value, drop_except, utc
+from .cas import Swap, compare_and_swap
 from .schema import agent_state, flap_state, transitions
 
 __all__ = ["HistoryTable"]
@@ -72,15 +73,15 @@ class HistoryTable(StoreBase):
 
         return await self._run(read)
 
-    async def recent_changes(self, agent_ids: Iterable[str], since: datetime) -> dict[str, list[Change]]:
+    async def recent_changes(self, agent_ids: Iterable[str], since: datetime) -> dict[str, list[Flip]]:
         """The transitions (at, from, to) of these agents from `since` on, oldest first
         (agentwatch.flapping): a handful of rows per agent, read through the (agent_id, at) index."""
         wanted = sorted(set(agent_ids))
         start = column_value(since)
         t = transitions
 
-        def read(conn: Connection) -> dict[str, list[Change]]:
-            out: dict[str, list[Change]] = {}
+        def read(conn: Connection) -> dict[str, list[Flip]]:
+            out: dict[str, list[Flip]] = {}
             for chunk in chunks(wanted):
                 query = (
                     sa.select(t.c.agent_id, t.c.at, t.c.from_state, t.c.to_state)
@@ -102,35 +103,27 @@ class HistoryTable(StoreBase):
         """Apply flap changes with compare-and-swap on the version each was read at (0 = new), in
         one transaction. Returns the agent ids written; the others lost to another writer."""
         now = datetime.now(UTC)
+        swaps = [Swap(change.agent_id, change.version, _flap_values(change.after)) for change in changes]
 
         def write(conn: Connection) -> list[str]:
-            won = []
-            for change in changes:
-                where = (flap_state.c.agent_id == change.agent_id, flap_state.c.version == change.version)
-                stmt: Any
-                if change.after is None:
-                    stmt = flap_state.delete().where(*where)
-                else:
-                    values = {
-                        "since": column_value(change.after.since),
-                        "changes": change.after.changes,
-                        "notified_at": column_value(change.after.notified_at),
-                        "version": change.version + 1,
-                        "updated_at": now,
-                    }
-                    if change.version == 0:
-                        stmt = insert_ignore(conn, flap_state, {"agent_id": change.agent_id, **values})
-                    else:
-                        stmt = flap_state.update().where(*where).values(**values)
-                if conn.execute(stmt).rowcount == 1:
-                    won.append(change.agent_id)
-            return won
+            landed = compare_and_swap(conn, flap_state, swaps, now)
+            return [change.agent_id for change, won in zip(changes, landed, strict=True) if won]
 
         return await self._run(write, begin=True) if changes else []
 
     async def drop_missing_flaps(self, keep: Iterable[str]) -> list[str]:
         """Forget the episodes of agents whose record is gone (they left the fleet)."""
         return await self._run(lambda conn: drop_except(conn, flap_state, keep), begin=True)
+
+
+def _flap_values(after: FlapMemory | None) -> dict[str, Any] | None:
+    if after is None:
+        return None  # the episode is over: delete its row
+    return {
+        "since": column_value(after.since),
+        "changes": after.changes,
+        "notified_at": column_value(after.notified_at),
+    }
 
 
 def _memory(row: Any) -> FlapMemory:

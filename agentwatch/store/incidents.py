@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection
 
 from ..alerts.incidents import Incident, IncidentChange
 from ..models import AgentState
-from .base import StoreBase, column_value, drop_except, insert_ignore, utc
+from .base import StoreBase, column_value, drop_except, utc
+from .cas import Swap, compare_and_swap
 from .outbox import mark_alerted_in
 from .schema import alert_incidents
 
@@ -34,38 +35,30 @@ class IncidentsTable(StoreBase):
         this write). Returns the agent ids written; the others lost to another writer."""
         marked_at = now or datetime.now(UTC)
         now = datetime.now(UTC)
+        swaps = [Swap(change.agent_id, change.version, _incident_values(change.after)) for change in changes]
 
         def write(conn: Connection) -> list[str]:
-            won = []
-            for change in changes:
-                where = (alert_incidents.c.agent_id == change.agent_id, alert_incidents.c.version == change.version)
-                if change.after is None:
-                    stmt: Any = alert_incidents.delete().where(*where)
-                else:
-                    inc = change.after
-                    values = {
-                        "opened_at": column_value(inc.opened_at),
-                        "state": inc.state.value,
-                        "reason": inc.reason,
-                        "notified_at": column_value(inc.notified_at),
-                        "reminders": inc.reminders,
-                        "version": change.version + 1,
-                        "updated_at": now,
-                    }
-                    if change.version == 0:
-                        stmt = insert_ignore(conn, alert_incidents, {"agent_id": change.agent_id, **values})
-                    else:
-                        stmt = alert_incidents.update().where(*where).values(**values)
-                if conn.execute(stmt).rowcount == 1:
-                    won.append(change.agent_id)
+            landed = compare_and_swap(conn, alert_incidents, swaps, now)
             mark_alerted_in(conn, alerted, marked_at)
-            return won
+            return [change.agent_id for change, won in zip(changes, landed, strict=True) if won]
 
         return await self._run(write, begin=True)
 
     async def drop_missing_incidents(self, keep: Iterable[str]) -> list[str]:
         """Forget the incidents of agents whose record is gone (they left the fleet)."""
         return await self._run(lambda conn: drop_except(conn, alert_incidents, keep), begin=True)
+
+
+def _incident_values(inc: Incident | None) -> dict[str, Any] | None:
+    if inc is None:
+        return None  # the incident is closed: delete its row
+    return {
+        "opened_at": column_value(inc.opened_at),
+        "state": inc.state.value,
+        "reason": inc.reason,
+        "notified_at": column_value(inc.notified_at),
+        "reminders": inc.reminders,
+    }
 
 
 def _incident(row: Any) -> Incident:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,6 +19,7 @@ class Received:
     path: str
     body: bytes
     at: float  # time.time() on arrival
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def json(self) -> Any:
@@ -43,7 +44,7 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    receiver.received.append(Received(self.path, body, time.time()))
+                    receiver.received.append(Received(self.path, body, time.time(), dict(self.headers.items())))
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -56,8 +57,13 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def on(self, path: str) -> list[Received]:
+        """The POSTs to `path`, whatever their query string (a token, as chat webhook URLs carry)."""
         with self._lock:
-            return [r for r in self.received if r.path == path]
+            return [r for r in self.received if r.path.split("?", 1)[0] == path]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
 
     def wait(self, until: Callable[[WebhookReceiver], bool], timeout: float) -> bool:
         """Poll until `until(self)` holds (True) or `timeout` seconds pass (False)."""

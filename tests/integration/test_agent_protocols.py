@@ -77,7 +77,7 @@ agents:
 """
         )
         results = {r.agent_id: r for r in await probe_many(registry.agents, concurrency=8)}
-    assert {k: (r.ok, r.skipped, r.reason) for k, r in results.items()} == {
+    assert {k: (r.ok, not r.probed, r.reason) for k, r in results.items()} == {
         "editor-agent": (True, False, ""),
         "editor-agent-unprobed": (True, True, "stdio transport: supervised by its own process manager"),
         "tools-modern": (True, False, ""),

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def agentwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -95,7 +95,7 @@ def test_check_reports_a_dead_port_degraded_then_unhealthy_on_the_third_run(
         seen.append((rows["dead-port"]["state"], rows["dead-port"]["failures"]))
         last = rows["dead-port"]
     assert seen == [("degraded", 1), ("degraded", 2), ("unhealthy", 3)]
-    assert last["reason"] == "unreachable after 3 consecutive health checks: connection refused"
+    assert last["reason"] == "unhealthy after 3 consecutive failed health checks: connection refused"
 
     table = agentwatch("check", str(path), env=env)
     assert table.returncode == 0, table.stderr
@@ -112,7 +112,7 @@ def test_check_with_no_prefect_api_configured_uses_an_ephemeral_one(tmp_path: Pa
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "agentwatch.cli", "check", str(path), "--json"],
+        [sys.executable, "-m", "cli", "check", str(path), "--json"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -129,3 +129,35 @@ def test_check_on_a_bad_registry_fails_before_starting_prefect(tmp_path: Path) -
     assert done.returncode == 1
     assert "agent 'x' field 'probe'" in done.stderr
     assert "give exactly one probe kind" in done.stderr
+
+
+def test_check_due_only_probes_only_the_agents_whose_interval_ran_out(
+    prefect_server: str,
+    state_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In this process (a flow run each, no process start): each probe leaves a line in its own file.
+    from cli import main
+
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "2")  # what `check` sets for itself, kept to this test
+    path = tmp_path / "fleet.yaml"
+    agents = [
+        {"id": agent, "interval": interval, "probe": {"command": f"echo x >> {tmp_path}/{agent}.log"}}
+        for agent, interval in (("hourly", "1h"), ("every-run", "0s"))
+    ]
+    path.write_text(yaml.safe_dump({"agents": agents}))
+
+    def probes() -> dict[str, int]:
+        return {a: len((tmp_path / f"{a}.log").read_text().splitlines()) for a in ("hourly", "every-run")}
+
+    assert main(["check", str(path), "--json"]) == 0  # every agent, due or not
+    assert probes() == {"hourly": 1, "every-run": 1}
+    capsys.readouterr()
+    assert main(["check", str(path), "--json", "--due-only"]) == 0
+    assert probes() == {"hourly": 1, "every-run": 2}  # hourly's interval has not run out
+    rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["hourly"]["state"], rows["every-run"]["state"]) == ("healthy", "healthy")  # still listed
+    assert main(["check", str(path), "--json"]) == 0
+    assert probes() == {"hourly": 2, "every-run": 3}

@@ -12,11 +12,11 @@ import docker as docker_py
 import pytest
 import yaml
 
-from agentwatch.cli import main
 from agentwatch.errors import EngineUnavailable
 from agentwatch.models import AgentState
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
+from cli import main
 from flows.monitor import monitor_fleet
 from flows.reconcile import reconcile_fleet
 from flows.shutdown import shutdown_fleet

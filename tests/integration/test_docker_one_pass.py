@@ -17,7 +17,7 @@ from prefect import flow
 import flows.reconcile
 from agentwatch.cycle import apply_results
 from agentwatch.docker import BudgetRules, ContainerInfo, DockerEngine
-from agentwatch.docker.fleet import settle_results
+from agentwatch.docker.rules import settle_results
 from agentwatch.models import AgentState, Transition
 from agentwatch.probes import probe_many
 from agentwatch.registry import load_registry

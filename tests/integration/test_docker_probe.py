@@ -14,6 +14,7 @@ from agentwatch.docker.state import AGENT_LABEL
 from agentwatch.models import AgentState, ProbeResult
 from agentwatch.probes import probe_many, run_probe
 from agentwatch.registry import parse_registry
+from agentwatch.settings import get_settings
 
 from .docker_support import RunContainer, health, health_is, status_is, wait_until
 
@@ -24,15 +25,15 @@ async def probe(container: Any | str, **policy: Any) -> ProbeResult:
     ref = container if isinstance(container, str) else container.name
     fields = "".join(f"\n    {k}: {v}" for k, v in policy.items())
     registry = parse_registry(f"agents:\n  - id: agent-1\n    probe: {{docker: {{container: {ref}}}}}{fields}\n")
-    async with httpx.AsyncClient() as http:
-        return await run_probe(registry.agents[0], http=http)
+    async with httpx.AsyncClient() as http, DockerEngine.from_settings(get_settings()) as engine:
+        return await run_probe(registry.agents[0], http=http, docker=engine)
 
 
 async def test_running_and_healthy(run_container: RunContainer) -> None:
     box = run_container("healthy", "exec /bin/agent", healthcheck=health(0.5))
     wait_until(box, health_is("healthy"))
     result = await probe(box)
-    assert (result.ok, result.state, result.reason) == (True, None, "running, healthy")
+    assert (result.ok, result.asserted, result.reason) == (True, None, "running, healthy")
     assert result.details["health"] == "healthy"
 
 
@@ -47,7 +48,7 @@ async def test_unhealthy_by_its_healthcheck(run_container: RunContainer) -> None
     box = run_container("sick", "exec /bin/agent", healthcheck=health(0.5, "echo model backend down; exit 1"))
     wait_until(box, health_is("unhealthy"))
     result = await probe(box)
-    assert not result.ok and result.state is None  # a counted failure: degraded, then unhealthy
+    assert not result.ok and result.asserted is None  # a counted failure: degraded, then unhealthy
     assert result.reason == "model backend down"
 
 
@@ -55,7 +56,7 @@ async def test_starting_inside_start_period(run_container: RunContainer) -> None
     box = run_container("warming", "exec /bin/agent", healthcheck=health(0.5, "exit 1", start_period=60))
     wait_until(box, status_is("running"))
     result = await probe(box)
-    assert result.state is AgentState.STARTING
+    assert result.asserted is AgentState.STARTING
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ async def test_exit_codes(run_container: RunContainer, command: str, state: Agen
     box = run_container("exits", command)
     wait_until(box, status_is("exited"))
     result = await probe(box)
-    assert (result.state, result.reason) == (state, reason)
+    assert (result.asserted, result.reason) == (state, reason)
     assert result.details["exit_code"] == int(command.split()[-1])
 
 
@@ -78,14 +79,14 @@ async def test_oom_killed_under_a_memory_limit(run_container: RunContainer) -> N
     state = wait_until(box, status_is("exited"))
     assert state["OOMKilled"] is True
     result = await probe(box)
-    assert result.state is AgentState.FAILED
+    assert result.asserted is AgentState.FAILED
     assert "out of memory" in result.reason
     assert result.details["oom_killed"] is True
 
 
 async def test_missing_container(docker: docker_py.DockerClient) -> None:
     result = await probe("aw-no-such-container")
-    assert result.state is AgentState.FAILED
+    assert result.asserted is AgentState.FAILED
     assert "not found" in result.reason
 
 
@@ -95,7 +96,7 @@ async def test_restarting_is_a_counted_failure(run_container: RunContainer) -> N
     # nearly all its time "restarting", so the probe's own inspect sees it there too.
     wait_until(box, lambda s: s.get("Restarting") and box.attrs["RestartCount"] >= 4)
     result = await probe(box)
-    assert not result.ok and result.state is None
+    assert not result.ok and result.asserted is None
     assert result.reason.startswith("restarting")
 
 
@@ -105,8 +106,9 @@ async def test_dead_engine_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = parse_registry(
         "agents:\n" + "".join(f"  - id: a-{i}\n    probe: {{docker: {{container: c{i}}}}}\n" for i in range(3))
     )
-    results = await probe_many(registry.agents)
-    assert {(r.state, r.reason) for r in results} == {(AgentState.UNKNOWN, "docker engine unreachable")}
+    async with DockerEngine.from_settings(get_settings()) as engine:
+        results = await probe_many(registry.agents, docker=engine)
+    assert {(r.asserted, r.reason) for r in results} == {(AgentState.UNKNOWN, "docker engine unreachable")}
     assert "agentwatch-no-engine.sock" in results[0].details["error"]
 
 
@@ -150,8 +152,8 @@ async def test_example_agent_image(
         healthcheck=health(0.5, None, start_period=20),
     )
     wait_until(box, status_is("running"))
-    assert (await probe(box)).state is AgentState.STARTING
+    assert (await probe(box)).asserted is AgentState.STARTING
     wait_until(box, health_is("healthy"))
     assert (await probe(box)).ok
     box.stop(timeout=5)
-    assert (await probe(box)).state is AgentState.STOPPED
+    assert (await probe(box)).asserted is AgentState.STOPPED

@@ -1,5 +1,5 @@
 """The commands end to end against the Prefect test server and a real SQLite store:
-`agentwatch pause/resume/status` through `agentwatch.cli.main`, and `agentwatch heartbeat-server`
+`agentwatch pause/resume/status` through `cli.main`, and `agentwatch heartbeat-server`
 as a process of its own, with a token from a Prefect Secret block."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from agentwatch.cli import main
 from agentwatch.store import StateStore
+from cli import main
 
 from .heartbeat_support import free_port
 
@@ -91,7 +91,7 @@ def test_heartbeat_server_command_reads_tokens_from_secret_blocks(
     registry.write_text(yaml.safe_dump({"agents": agents}))
     port = free_port()
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "AGENTWATCH_DATABASE_URL": state_db}
-    cmd = [sys.executable, "-m", "agentwatch.cli", "heartbeat-server", str(registry), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "heartbeat-server", str(registry), "--port", str(port)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

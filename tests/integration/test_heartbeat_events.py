@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from agentwatch.heartbeat.server import ServerConfig
 from agentwatch.registry import parse_registry
 from deployments.automations_heartbeat import HEARTBEAT_EVENT, heartbeat_automation
-from tasks.heartbeats import PrefectBatchSink
+from deployments.heartbeat_server import PrefectBatchSink
 
 from .heartbeat_support import free_port, running_server
 from .prefect_reads import wait_for_events

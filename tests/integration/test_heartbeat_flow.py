@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentwatch.heartbeat.beats import Beat, PingKind
+from agentwatch.beats import Beat, PingKind
 from agentwatch.heartbeat.client import HeartbeatClient
 from agentwatch.heartbeat.server import ServerConfig
 from agentwatch.models import AgentState

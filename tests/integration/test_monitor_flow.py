@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 import yaml
@@ -32,6 +34,13 @@ def agents() -> Iterator[AgentServer]:
         yield server
 
 
+async def monitor_run(registry: str) -> tuple[dict[str, dict[str, Any]], UUID]:
+    """One monitor run: its rows by agent id, and its flow run id."""
+    state = await monitor_fleet(registry, return_state=True)
+    rows = await state.aresult()
+    return {row["id"]: row for row in rows}, state.state_details.flow_run_id
+
+
 def write_registry(path: Path, registry: dict) -> str:
     path.write_text(yaml.safe_dump(registry))
     return str(path)
@@ -46,17 +55,19 @@ async def test_transitions_become_events_and_artifacts(
     )
     started = datetime.now(UTC)
 
-    first = {row["id"]: row for row in await monitor_fleet(registry)}
+    first, first_run = await monitor_run(registry)
     assert first["ok-web"]["state"] == "healthy"
     assert first["fail-api"]["state"] == "degraded"
     assert first["down-0"]["state"] == "degraded"
     assert "connection refused" in first["down-0"]["reason"]
 
-    second = {row["id"]: row for row in await monitor_fleet(registry)}
+    second, second_run = await monitor_run(registry)
     assert second["ok-web"]["state"] == "healthy"
     assert second["down-0"]["state"] == "unhealthy"
-    assert second["down-0"]["reason"].startswith("unreachable after 2 consecutive health checks: connection refused")
-    assert second["fail-api"]["reason"].startswith("unreachable after 2 consecutive health checks: HTTP 500")
+    assert second["down-0"]["reason"].startswith(
+        "unhealthy after 2 consecutive failed health checks: connection refused"
+    )
+    assert second["fail-api"]["reason"].startswith("unhealthy after 2 consecutive failed health checks: HTTP 500")
 
     # The store holds exactly the transitions that happened: no more, no less.
     async with StateStore(get_settings().resolved_database_url()) as store:
@@ -76,21 +87,28 @@ async def test_transitions_become_events_and_artifacts(
     assert down.payload["from"] == "degraded"
     assert down.payload["to"] == "unhealthy"
     assert down.payload["failures"] == 2
-    assert "unreachable after 2 consecutive health checks" in down.payload["reason"]
+    assert "unhealthy after 2 consecutive failed health checks" in down.payload["reason"]
     assert datetime.fromisoformat(down.payload["since"]) >= started
     # The healthy agent changed state once (unknown -> healthy) and only once.
     healthy = await read_events("agentwatch.agent.", ["agentwatch.agent.ok-web"], since=started)
     assert [e.event for e in healthy] == ["agentwatch.agent.healthy"]
 
+    # Artifacts are read back by the runs that wrote them: other tests write these keys too.
+    runs = {first_run, second_run}
+
+    async def ours(key: str) -> list[Any]:
+        return [v for v in await artifact_versions(key) if v.flow_run_id in runs]
+
     # The keyed artifact: one version per transition, the newest says what changed and why.
-    versions = await artifact_versions("agent-down-0")
+    versions = await ours("agent-down-0")
     assert len(versions) == 2
     assert "degraded → unhealthy" in versions[-1].data
-    assert "unreachable after 2 consecutive health checks" in versions[-1].data
-    assert len(await artifact_versions("agent-ok-web")) == 1
+    assert "unhealthy after 2 consecutive failed health checks" in versions[-1].data
+    assert len(await ours("agent-ok-web")) == 1
 
     # One fleet table per run.
-    assert len(await artifact_versions("agentwatch-fleet")) >= 2
+    tables = await ours("agentwatch-fleet")
+    assert sorted(str(t.flow_run_id) for t in tables) == sorted(str(r) for r in runs)
 
 
 def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, state_db: str, tmp_path: Path) -> None:

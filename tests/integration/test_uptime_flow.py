@@ -14,7 +14,8 @@ import yaml
 from agentwatch.models import AgentRecord, Transition
 from agentwatch.models import AgentState as S
 from agentwatch.store import StateStore
-from flows.uptime import UPTIME_ARTIFACT, uptime_deployment, uptime_report
+from deployments.definitions import UPTIME
+from flows.uptime import UPTIME_ARTIFACT, uptime_report
 
 from .prefect_reads import artifact_versions
 
@@ -78,7 +79,7 @@ async def test_uptime_report_writes_the_artifact(prefect_server: str, state_db: 
 
 
 def test_the_deployment_runs_daily() -> None:
-    deployment = uptime_deployment("fleet.yaml")
+    deployment = UPTIME.runner("fleet.yaml")
     assert deployment.name == "uptime-report"
     assert deployment.parameters == {"registry_path": "fleet.yaml"}
     [schedule] = deployment.schedules

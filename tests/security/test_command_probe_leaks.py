@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 7): command probes that misjudge, leak processes, or warn at exit.
+"""Threat (class 7 of tests/security/README.md): command probes that misjudge, leak processes, or warn at exit.
 
 `sleep 300 & echo started` was reported "timed out" although `sh` exited 0 at once (the child
 held the pipes open); a child that called `setsid` escaped the kill of the process group and

@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 9): the Docker engine goes away.
+"""Threat (class 9 of tests/security/README.md): the Docker engine goes away.
 
 - Reconcile and shutdown without an engine end with one clear line, a Failed state whose message
   says why, and an artifact saying why; no traceback in the run's logs.
@@ -113,8 +113,9 @@ async def test_label_agents_last_seen_read_unknown_when_the_engine_is_gone(
         "docker",
     )
     assert agent.policy.failure_threshold == 5
-    results = {r.agent_id: r for r in await probe_many(fleet.agents)}
-    assert (results["session-9"].state, results["session-9"].reason) == (
+    async with DockerEngine.from_settings(get_settings()) as engine:
+        results = {r.agent_id: r for r in await probe_many(fleet.agents, docker=engine)}
+    assert (results["session-9"].asserted, results["session-9"].reason) == (
         AgentState.UNKNOWN,
         "docker engine unreachable",
     )

@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 1): a container impersonates a registry agent.
+"""Threat (class 1 of tests/security/README.md): a container impersonates a registry agent.
 
 Whoever can start a container writes its labels. A managed container labelled
 `agentwatch.agent=web-1`, where web-1 is a healthy HTTP agent of the registry, exits 1. It must

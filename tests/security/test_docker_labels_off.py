@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 2): `AGENTWATCH_DOCKER_LABELS=false` ignored by reconcile.
+"""Threat (class 2 of tests/security/README.md): `AGENTWATCH_DOCKER_LABELS=false` ignored by reconcile.
 
 With label registration off, a label registers nothing anywhere: not in the monitor, not in
 reconcile, not in shutdown. A managed container that names an agent the registry lacks is then an

@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 4): probe labels make the monitor connect to any host and port.
+"""Threat (class 4 of tests/security/README.md): probe labels make the monitor connect to any host and port.
 
 A label-registered probe targets its own container only: its IPs on its networks, a port it
 published on this host, and `localhost` meaning the container itself. A label pointing at a

@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 10): tests on a shared engine break someone else, or fail themselves.
+"""Threat (class 10 of tests/security/README.md): tests on a shared engine break someone else, or fail themselves.
 
 CI once failed on a clean clone: the suite's teardown force-removed its test image while another
 process's container used it (409 Conflict). Each session builds images under tags of its own,

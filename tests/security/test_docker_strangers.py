@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 3): the demo (and any default) adopts containers it does not own.
+"""Threat (class 3 of tests/security/README.md): the demo (and any default) adopts containers it does not own.
 
 Other fleets, other test runs and people share the engine; their containers carry agentwatch
 labels too. Defaults and the demo touch only what they own:

@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 6): the heartbeat server taken down without a token.
+"""Threat (class 6 of tests/security/README.md): the heartbeat server taken down without a token.
 
 - 1,100 connections trickling headers a byte a second, under the usual open-file limit of 1,024,
   made it refuse every client and log 30,000 "Too many open files" lines in 30 s: there was no

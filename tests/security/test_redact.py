@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 5), the scrubber itself: `agentwatch.redact` as a table.
+"""Threat (class 5 of tests/security/README.md), the scrubber itself: `agentwatch.redact` as a table.
 
 Pure functions: the secrets of an agent spec, and what a message looks like once they are gone,
 in each form a library quotes them (raw, stripped, `repr` of str and bytes, percent-encoded, HTTP

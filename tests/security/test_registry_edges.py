@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 8): registry edges that forget the fleet, eat memory, or fail late.
+"""Threat (class 8 of tests/security/README.md): registry edges that forget the fleet, eat memory, or fail late.
 
 - An empty file validated as "OK, 0 agents", and the next run forgot every agent, pauses
   included. A registry must say `agents: []` to mean an empty fleet; anything less is refused.
@@ -31,7 +31,7 @@ EMPTY_FLEET_HINT = "write `agents: []` for a fleet with no agents"
 
 def agentwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -92,7 +92,7 @@ def test_a_50_mb_file_is_refused_without_reading_it(tmp_path: Path) -> None:
     # The peak RSS of the process that validates it, from inside that process.
     code = (
         "import resource, sys\n"
-        "from agentwatch.cli import main\n"
+        "from cli import main\n"
         "rc = main(['validate', sys.argv[1]])\n"
         "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         "sys.exit(rc)\n"

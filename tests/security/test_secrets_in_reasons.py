@@ -1,4 +1,4 @@
-"""Threat (issue 9, class 5): secrets leak through reasons.
+"""Threat (class 5 of tests/security/README.md): secrets leak through reasons.
 
 A header value written as a YAML block scalar ends in a newline, and httpx's "Illegal header
 value b'Bearer ...'" put the token into the reason, and from there into `check --json`, the state
@@ -46,7 +46,7 @@ SECRETS = (TOKEN, PASSWORD, QUERY_TOKEN, base64.b64encode(f"ops:{PASSWORD}".enco
 
 def agentwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agentwatch.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -184,7 +184,24 @@ def test_every_problem_at_once() -> None:
         "alerts: {routes: [{name: ops, kind: slack}], silences: [{match: {agents: [ghost]}, cron: '* * * * *', duration: 1m}]}",
         "agents:\n  - {id: a-1, depends_on: [zz]}\n",
     )
-    # Model problems come first; references are checked only on a registry that validated.
+    # Rejected whole, with every problem named: the model's first, then the ids nobody defines.
     assert found == [
-        "registry field 'alerts.routes.0': give exactly one of url_env (an environment variable) or url_secret (a Secret block)"
+        "registry field 'alerts.routes.0': give exactly one of url_env (an environment variable) or url_secret (a Secret block)",
+        "agent 'a-1' field 'depends_on': no agent 'zz' in the registry",
+        "registry field 'alerts.silences.0.match.agents': no agent 'ghost' in the registry",
+    ]
+
+
+def test_references_are_named_alike_whether_or_not_the_rest_validated() -> None:
+    alerts = "alerts: {routes: [{name: ops, kind: KIND, url_env: X, match: {agents: [ghost]}}]}"
+    agents = "agents:\n  - {id: a-1, depends_on: [a-2]}\n  - {id: a-2, depends_on: [a-1]TIMEOUT}\n"
+    references = [
+        "registry field 'alerts.routes.ops.match.agents': no agent 'ghost' in the registry",
+        "agent 'a-1' field 'depends_on': dependencies form a loop: a-1 -> a-2 -> a-1",
+    ]
+    assert problems(alerts.replace("KIND", "slack"), agents.replace("TIMEOUT", "")) == references
+    assert problems(alerts.replace("KIND", "pager"), agents.replace("TIMEOUT", ", timeout: nope")) == [
+        "agent 'a-2' field 'timeout': not a duration: 'nope' (use e.g. 5s, 2m, 1h or plain seconds)",
+        "registry field 'alerts.routes.0.kind': Input should be 'slack', 'teams', 'discord' or 'webhook'",
+        *references,
     ]

@@ -32,7 +32,7 @@ def alerts(registry: Registry, kind: AlertKind, ids: list[str], state: S = S.UNH
         agent = registry.get(agent_id)
         assert agent is not None
         routes = registry.alerts.routes_for(agent_id, agent.labels)
-        out.append(Alert(kind, agent_id, routes, state, "unreachable after 3 consecutive health checks", SINCE))
+        out.append(Alert(kind, agent_id, routes, state, "unhealthy after 3 consecutive failed health checks", SINCE))
     return out
 
 
@@ -104,7 +104,7 @@ def test_down_message_reads_well() -> None:
     assert headline == "🔴 Agent 0 (a-0) is unhealthy"
     assert "\n" not in headline
     assert text.splitlines() == [
-        "reason: unreachable after 3 consecutive health checks",
+        "reason: unhealthy after 3 consecutive failed health checks",
         "since: 2025-06-02 12:17:55 UTC (12m ago)",
         "dependants (1 down, their alerts held back): b-1 (down), b-2",
         "labels: team=t0",

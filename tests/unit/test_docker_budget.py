@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,19 +30,26 @@ SEQUENCES = {
     "backoff-doubles-between-restarts": [(0, A), (5, B), (10, A), (25, B), (30, A)],
     "spent-after-three-in-window": [(0, A), (10, A), (30, A), (100, E), (599, E)],
     "window-refills-budget": [(0, A), (10, A), (30, A), (600, A), (601, E), (611, B), (620, A)],
-    "backoff-capped": [(0, A), (10, A), (30, A), (600, A)],
 }
+# Room for six restarts in the window, so the backoff (10s, 20s, 40s, 80s, 160s) reaches its 30s cap:
+# the fourth restart is due 30s after the third (not 40s), the fifth 30s after the fourth (not 80s).
+ROOMY = dataclasses.replace(RULES, max_restarts=6)
+CAPPED = [(0, A), (10, A), (30, A), (59, B), (60, A), (89, B), (90, A), (119, B), (120, A), (130, E)]
 
 
-@pytest.mark.parametrize("steps", SEQUENCES.values(), ids=SEQUENCES.keys())
-def test_sequences(steps: list[tuple[float, Verdict]]) -> None:
+@pytest.mark.parametrize(
+    ("rules", "steps"),
+    [*((RULES, steps) for steps in SEQUENCES.values()), (ROOMY, CAPPED)],
+    ids=[*SEQUENCES.keys(), "backoff-capped"],
+)
+def test_sequences(rules: BudgetRules, steps: list[tuple[float, Verdict]]) -> None:
     budget = RestartBudget("a")
     for seconds, expected in steps:
-        decision = decide(budget, RULES, at(seconds))
+        decision = decide(budget, rules, at(seconds))
         assert decision.verdict is expected, f"at {seconds}s: {decision.reason}"
         budget = decision.budget
         if decision.verdict is Verdict.ALLOWED:
-            budget = record_restart(budget, RULES, at(seconds))
+            budget = record_restart(budget, rules, at(seconds))
 
 
 def test_backoff_says_when() -> None:

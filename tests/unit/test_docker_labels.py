@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from agentwatch.docker.budget import BudgetRules, RestartBudget
-from agentwatch.docker.fleet import asserted_changes, bind_containers, reconcile_candidates, settle_results
-from agentwatch.docker.labels import agents_from_containers, with_label_agents
-from agentwatch.docker.probe import container_result
+from agentwatch.docker.labels import agents_from_containers, bind_containers, with_label_agents
+from agentwatch.docker.observe import container_result
+from agentwatch.docker.recording import Assertion, asserted_evaluations
+from agentwatch.docker.rules import reconcile_candidates, settle_results
 from agentwatch.docker.state import ContainerInfo
 from agentwatch.models import AgentRecord, ProbeResult, Transition
 from agentwatch.models import AgentState as S
@@ -56,6 +57,42 @@ def test_default_probe_is_the_container_itself() -> None:
     (agent,), _ = agents_from_containers([box("c1", {"agentwatch.agent": "a"})])
     assert agent.probe is not None and agent.probe.docker is not None
     assert agent.probe.docker.container == "c1".ljust(64, "0")
+
+
+RUNS_A_COMMAND = "touch /tmp/agentwatch-label-pwned"
+HOSTILE_PROBE_LABELS = {
+    "probe.command": {"agentwatch.probe.command": RUNS_A_COMMAND},
+    "probe.acp": {"agentwatch.probe.acp": RUNS_A_COMMAND},
+    "probe.acp.command": {"agentwatch.probe.acp.command": RUNS_A_COMMAND},
+    "command": {"agentwatch.command": RUNS_A_COMMAND},
+    "probe-json": {"agentwatch.probe": '{"command": "' + RUNS_A_COMMAND + '"}'},
+    "probe.kind": {"agentwatch.probe.kind": "command", "agentwatch.probe.command": RUNS_A_COMMAND},
+}
+
+
+@pytest.mark.parametrize("status", ["running", "exited"])
+@pytest.mark.parametrize("labels", HOSTILE_PROBE_LABELS.values(), ids=HOSTILE_PROBE_LABELS.keys())
+def test_a_command_probe_is_never_taken_from_a_label(labels: dict[str, str], status: str) -> None:
+    """README: "A command probe is never taken from a label (whoever starts a container would run
+    commands on the monitor's host)". Neither is an acp probe, which runs `sh -c` too."""
+    info = box("c1", {"agentwatch.agent": "a", **labels}, status=status)
+    agents, _ = agents_from_containers([info])
+    fleet, _ = with_label_agents(parse_registry("agents: []\n"), [info])
+    for agent in [*agents, *fleet.agents]:
+        assert agent.probe is not None
+        assert (agent.probe.kind, agent.probe.command, agent.probe.acp) == ("docker", None, None)
+        assert agent.probe.docker is not None and agent.probe.docker.container == info.id
+
+
+def test_a_command_label_never_replaces_a_probe_label() -> None:
+    labels = {
+        "agentwatch.agent": "a",
+        "agentwatch.probe.http": "http://127.0.0.1:8080/health",
+        "agentwatch.probe.command": RUNS_A_COMMAND,
+        "agentwatch.probe.tcp": "127.0.0.1:8080",
+    }
+    (agent,), _ = agents_from_containers([box("c1", labels, published=(("0.0.0.0", 8080),))])
+    assert agent.probe is not None and (agent.probe.kind, agent.probe.command, agent.probe.acp) == ("http", None, None)
 
 
 def test_bad_labels_are_problems_not_failures() -> None:
@@ -115,6 +152,21 @@ def test_bind_only_what_the_registry_names_or_labels_registered() -> None:
     assert bound == {"d": named, "s-1": session}  # web-1 has no container; d's label is no claim of web-1's
 
 
+@pytest.mark.parametrize("order", [1, -1], ids=["listed-a-first", "listed-b-first"])
+def test_one_container_speaks_for_a_label_agent_whatever_the_listing_order(order: int) -> None:
+    """The newest running container registers the agent and is bound to it; two created at the same
+    instant are told apart by id, never by the order the engine listed them in."""
+    labels = {"agentwatch.agent": "s", "agentwatch.probe.http": "http://127.0.0.1:1/"}
+    a, b = box("a", labels, addresses=("10.0.0.2",)), box("b", labels, addresses=("10.0.0.3",))
+    old = box("old", labels, created=-60)
+    exited_newer = box("newer", labels, status="exited", created=60)
+    listed = [a, b, old, exited_newer][::order]
+    fleet, _ = with_label_agents(parse_registry("agents: []\n"), listed)
+    (agent,) = fleet.agents
+    assert agent.probe is not None and agent.probe.http is not None and "10.0.0.3" in agent.probe.http.url
+    assert bind_containers(fleet, listed) == {"s": b}
+
+
 FLEET = parse_registry(
     "agents:\n  - id: d\n    probe: {docker: {container: d}}\n  - id: h\n    probe: {http: {url: 'http://127.0.0.1:1/'}}\n"
 )
@@ -147,16 +199,17 @@ def exited(code: int, finished: float) -> ContainerInfo:
     ],
 )
 def test_recorded_stop_stays_a_stop(finished: float, record: AgentRecord, state: S, reason: str) -> None:
-    result = container_result("d", "d", exited(143, finished))
-    (settled,) = settle_results([result], FLEET, {"d": record}, {}, {}, RULES, T0)
-    assert (settled.state, settled.reason) == (state, reason)
+    container = exited(143, finished)
+    result = container_result("d", "d", container)
+    (settled,) = settle_results([result], FLEET, {"d": record}, {}, {"d": container}, RULES, T0)
+    assert (settled.asserted, settled.reason) == (state, reason)
 
 
 def test_spent_budget_keeps_agent_failed() -> None:
     spent = {"d": RestartBudget("d", restarts=(T0,))}
     unhealthy = ProbeResult("d", ok=False, reason="db down")
     (settled,) = settle_results([unhealthy], FLEET, {}, spent, {}, RULES, T0 + timedelta(seconds=1))
-    assert (settled.state, settled.reason) == (S.FAILED, "restart budget exhausted: db down")
+    assert (settled.asserted, settled.reason) == (S.FAILED, "restart budget exhausted: db down")
     (later,) = settle_results([unhealthy], FLEET, {}, spent, {}, RULES, T0 + timedelta(minutes=11))
     assert later is unhealthy  # the window moved on: the budget refilled
     healthy = ProbeResult("d", ok=True)
@@ -173,7 +226,7 @@ def test_label_agent_probed_over_http_is_judged_by_its_exit() -> None:
     refused = ProbeResult("s", ok=False, reason="connection refused")
     containers = {"s": box("s", {}, status="exited", exit_code=0)}
     (settled,) = settle_results([refused], fleet, {}, {}, containers, RULES, T0)
-    assert settled.state is S.STOPPED
+    assert settled.asserted is S.STOPPED
 
 
 def test_reconcile_candidates() -> None:
@@ -182,17 +235,29 @@ def test_reconcile_candidates() -> None:
 
     transitions = [t("d", S.FAILED), t("h", S.UNHEALTHY)]
     assert reconcile_candidates(FLEET, transitions, {}, {}, T0) == ["d"]  # h has no container
-    assert reconcile_candidates(FLEET, [t("d", S.FAILED, "restart budget exhausted: x")], {}, {}, T0) == []
+    known = {"d": RestartBudget("d", restarts=(T0,), exhausted_at=T0, retry_at=T0 + timedelta(minutes=10))}
+    assert reconcile_candidates(FLEET, [t("d", S.FAILED, "restart budget exhausted: x")], {}, known, T0) == []
     due = {"d": RestartBudget("d", retry_at=T0)}
     down = {"d": AgentRecord("d", S.FAILED)}
     assert reconcile_candidates(FLEET, [], down, due, T0) == ["d"]
     assert reconcile_candidates(FLEET, [], {"d": AgentRecord("d", S.HEALTHY)}, due, T0) == []
 
 
-def test_asserted_changes_go_through_the_policy() -> None:
-    ((rec, transition),) = asserted_changes(
-        FLEET, {}, [("d", S.STOPPED, "stopped by shutdown"), ("zz", S.STOPPED, "")], T0
+def test_a_budget_the_monitor_found_spent_first_goes_to_reconcile() -> None:
+    """Reconcile has not seen the spent budget (no `exhausted_at`): it records it once and schedules
+    the retry; a spent budget it already recorded is not news."""
+    crashed = [Transition("d", S.STARTING, S.FAILED, "restart budget exhausted: exited with code 3", 1, T0)]
+    counted = {"d": RestartBudget("d", restarts=(T0,))}
+    assert reconcile_candidates(FLEET, crashed, {}, counted, T0) == ["d"]
+    known = {"d": RestartBudget("d", restarts=(T0,), exhausted_at=T0, retry_at=T0 + timedelta(minutes=10))}
+    assert reconcile_candidates(FLEET, crashed, {}, known, T0) == []
+
+
+def test_assertions_go_through_the_policy() -> None:
+    (evaluation,) = asserted_evaluations(
+        FLEET, {}, [Assertion("d", S.STOPPED, "stopped by shutdown"), Assertion("zz", S.STOPPED, "")], T0
     )
+    rec, transition = evaluation.record, evaluation.transition
     assert rec.state is S.STOPPED and transition is not None and transition.to_state is S.STOPPED
     paused = {"d": AgentRecord("d", S.PAUSED, since=T0, first_seen=T0, paused=True, version=1)}
-    assert asserted_changes(FLEET, paused, [("d", S.STOPPED, "x")], T0) == []
+    assert asserted_evaluations(FLEET, paused, [Assertion("d", S.STOPPED, "x")], T0) == []

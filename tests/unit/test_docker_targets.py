@@ -1,4 +1,4 @@
-"""Where a label-registered probe may point (issue 9, class 4): the container itself, or what the
+"""Where a label-registered probe may point (class 4 of tests/security/README.md): the container itself, or what the
 AGENTWATCH_DOCKER_LABEL_PROBE_HOSTS setting allows. Table-driven, on values."""
 
 from __future__ import annotations

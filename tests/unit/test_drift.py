@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.drift import Change, describe_changes, identity_changes, make_identity
+from agentwatch.drift import IdentityChange, describe_changes, identity_changes, make_identity
 
 A = {"name": "gemini-cli", "version": "0.9.1", "protocol": "1"}
 
@@ -28,20 +28,22 @@ def test_make_identity_normalises_what_agents_report() -> None:
         (A, None, []),
         (A, {}, []),
         (A, dict(A), []),
-        (A, {**A, "version": "0.10.0"}, [Change("version", "0.9.1", "0.10.0")]),
+        (A, {**A, "version": "0.10.0"}, [IdentityChange("version", "0.9.1", "0.10.0")]),
         (
             A,
             {"name": "claude-code", "version": "0.9.1", "protocol": "2"},
-            [Change("name", "gemini-cli", "claude-code"), Change("protocol", "1", "2")],
+            [IdentityChange("name", "gemini-cli", "claude-code"), IdentityChange("protocol", "1", "2")],
         ),
-        (A, {**A, "version": None}, [Change("version", "0.9.1", None)]),
-        ({**A, "version": None}, A, [Change("version", None, "0.9.1")]),
+        (A, {**A, "version": None}, [IdentityChange("version", "0.9.1", None)]),
+        ({**A, "version": None}, A, [IdentityChange("version", None, "0.9.1")]),
         ({"name": "x", "protocol": 1}, {"name": "x", "protocol": "1"}, []),
     ],
     ids=["first-sight", "no-identity-now", "empty-now", "same", "upgrade", "two-fields", "stopped-saying",
          "started-saying", "int-vs-text"],
 )  # fmt: skip
-def test_identity_changes(before: dict[str, Any] | None, after: dict[str, Any] | None, changes: list[Change]) -> None:
+def test_identity_changes(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, changes: list[IdentityChange]
+) -> None:
     assert identity_changes(before, after) == changes
 
 
@@ -52,4 +54,4 @@ def test_change_payload_and_description() -> None:
         {"field": "protocol", "from": "1", "to": "2"},
     ]
     assert describe_changes(changes) == "version 0.9.1 -> 0.10.0; protocol 1 -> 2"
-    assert str(Change("version", None, "1.0")) == "version (none) -> 1.0"
+    assert str(IdentityChange("version", None, "1.0")) == "version (none) -> 1.0"

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from agentwatch.alerts import AlertPlan, Incident, alert_events, plan_alerts
+from agentwatch.alerts.step import decide_alerts, record_alerts
 from agentwatch.errors import RegistryError
 from agentwatch.flapping import (
-    Change,
     FlapChange,
     FlapMemory,
     FlapPhase,
+    Flip,
     assess,
     change_times,
     flap_lookback,
@@ -77,7 +78,7 @@ def test_threshold_zero_turns_detection_off_and_settles_an_episode() -> None:
 
 
 def test_pauses_and_listing_do_not_count_as_changes() -> None:
-    changes: list[Change] = [
+    changes: list[Flip] = [
         (t(0), S.UNKNOWN, S.HEALTHY),
         (t(1), S.HEALTHY, S.PAUSED),
         (t(2), S.PAUSED, S.UNKNOWN),
@@ -132,7 +133,7 @@ class AlertStep:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.records: dict[str, AgentRecord] = {}
-        self.log: dict[str, list[Change]] = {}
+        self.log: dict[str, list[Flip]] = {}
         self.incidents: dict[str, Incident] = {}
         self.flaps: dict[str, FlapMemory] = {}
 
@@ -307,7 +308,7 @@ async def test_flap_rows_compare_and_swap_and_recent_changes(tmp_path: Path) -> 
 
 
 async def test_the_alert_steps_reads_and_writes_through_a_real_store(tmp_path: Path) -> None:
-    """The lines tasks/alerting.py runs for flapping, against SQLite: one flapping alert at the
+    """The alert step (agentwatch.alerts.step, what tasks/alerting.py runs) for flapping, against SQLite: one flapping alert at the
     6th change, nothing while it flaps, one settled message after a quiet window."""
     registry = parse_registry(FLEET)
     seen: list[tuple[int, str]] = []
@@ -322,17 +323,15 @@ async def test_the_alert_steps_reads_and_writes_through_a_real_store(tmp_path: P
                 [record] = (await store.commit([(new, Transition("flappy", record.state, state, "", 0, now))])).saved
                 changed.add("flappy")
             records = await store.load()
-            # --- as in raise_alerts ---
-            await store.drop_missing_flaps(records.keys())
-            incidents = await store.load_incidents()
-            flaps = await store.load_flaps()
-            only = changed | set(incidents)
-            recent = await store.recent_changes(only | set(flaps), now - flap_lookback(registry))
-            flapping = flap_states(registry, recent, flaps, now, only)
-            plan = plan_alerts(registry, records, incidents, now, only=only, flapping=flapping)
-            await store.save_incidents(plan.changes, now=now)
-            await store.save_flaps(plan.flap_changes)
-            # ---
+            # Publish what was committed (the alert step consumes published rows), then the step itself.
+            claimed = await store.claim_unpublished("test", now=now, lease=timedelta(minutes=1), max_costly=100)
+            await store.mark_published("test", [r.id for r in claimed], now)
+            decided = await decide_alerts(store, registry, records, now)
+            assert {r for r in decided.rows} == {r.id for r in claimed}
+            assert await record_alerts(store, decided, now) == ()
+            assert await store.unalerted() == []
+            assert decided.plan is not None
+            plan = decided.plan
             seen.extend((minute, f"{a.kind.value}:{a.state.value}") for a in plan.alerts)
         assert await store.load_flaps() == {}
     assert seen == [

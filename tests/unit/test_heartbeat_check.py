@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agentwatch.heartbeat.beats import Beat, PingKind
+from agentwatch.beats import Beat, PingKind
 from agentwatch.heartbeat.watch import clock_start, late_warnings, wake_on_beats
-from agentwatch.models import AgentRecord, Transition
+from agentwatch.models import AgentRecord, Asserted, Cause, Counted, OwnThreshold, Transition
 from agentwatch.models import AgentState as S
 from agentwatch.policy import evaluate, new_record, pause, resume
 from agentwatch.probes.heartbeat import check_heartbeat
@@ -46,24 +46,23 @@ def beat(seconds: float, kind: PingKind = PingKind.BEAT, code: int | None = None
 def test_missed_beats(last: float | None, clock: float, now: float, ok: bool, missed: int, reason: str) -> None:
     result = check_heartbeat(AGENT, SPEC, beat(last) if last is not None else None, at(clock), at(now))
     assert (result.ok, result.details["missed"], result.reason) == (ok, missed, reason)
-    assert result.failures == (None if ok else missed)
-    assert result.threshold == (None if ok else 3)
+    assert result.override == (None if ok else Counted(missed, 3))
 
 
 def test_a_new_agent_waits_one_timeout_for_its_first_beat() -> None:
     result = check_heartbeat(AGENT, SPEC, None, at(0), at(5))
-    assert result.state is S.STARTING and result.reason == "waiting for the first beat (due within 30s)"
+    assert result.override == Asserted(S.STARTING, Cause.HEARTBEAT)
+    assert result.reason == "waiting for the first beat (due within 30s)"
     assert result.details["last_beat"] is None
 
 
 def test_a_reported_failure_fails_at_once_until_the_next_beat() -> None:
     failed = beat(0).merged(beat(5, PingKind.FAIL, 2))
     result = check_heartbeat(AGENT, SPEC, failed, at(0), at(6))
-    assert (result.ok, result.reason, result.failures, result.threshold) == (
+    assert (result.ok, result.reason, result.override) == (
         False,
         "job reported failure (exit code 2)",
-        None,  # counted one per monitor cycle by the policy
-        3,
+        OwnThreshold(3),  # counted one per monitor cycle by the policy
     )
     assert check_heartbeat(AGENT, SPEC, failed.merged(beat(7)), at(0), at(8)).ok
 
@@ -121,7 +120,7 @@ def test_reported_failure_is_counted_per_cycle_against_max_missed() -> None:
         rec = evaluate(rec, check_heartbeat(AGENT, SPEC, failed, clock_start(rec, at(t)), at(t)), POLICY, at(t)).record
         states.append((rec.state, rec.failures))
     assert states == [(S.DEGRADED, 1), (S.DEGRADED, 2), (S.UNHEALTHY, 3)]
-    assert rec.reason == "unreachable after 3 consecutive health checks: job reported failure (exit code 7)"
+    assert rec.reason == "unhealthy after 3 consecutive failed health checks: job reported failure (exit code 7)"
 
 
 def test_clock_restarts_at_resume_and_at_the_end_of_a_timed_pause() -> None:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from agentwatch.beats import Beat, PingKind
 from agentwatch.errors import UnknownAgent
-from agentwatch.heartbeat.beats import Beat, PingKind
-from agentwatch.maintenance import parse_until, read_status, require_agent, set_paused, set_resumed
+from agentwatch.maintenance import parse_until, require_agent, set_paused, set_resumed
 from agentwatch.models import AgentState
 from agentwatch.policy import new_record
 from agentwatch.registry import parse_registry
+from agentwatch.status import read_status
 from agentwatch.store import StateStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

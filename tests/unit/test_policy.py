@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agentwatch.models import AgentRecord, ProbeResult, Transition
+from agentwatch.models import AgentRecord, Asserted, Cause, NotProbed, ProbeResult, Transition
 from agentwatch.models import AgentState as S
 from agentwatch.policy import Evaluation, backoff_delay, evaluate, is_due, new_record, pause, resume
 from agentwatch.registry import Policy
@@ -27,11 +27,19 @@ def policy(**fields: object) -> Policy:
     return Policy(**fields)  # type: ignore[arg-type]
 
 
-def asserted(state: S, reason: str = "", *, skipped: bool = False) -> ProbeResult:
-    return ProbeResult(AGENT, ok=False, reason=reason, state=state, skipped=skipped)
+_CAUSES = {S.UNMANAGED: Cause.UNMANAGED, S.UNKNOWN: Cause.ENGINE_UNREACHABLE}
 
 
-SKIP = ProbeResult(AGENT, ok=False, skipped=True)
+def asserted(state: S, reason: str = "") -> ProbeResult:
+    return ProbeResult(AGENT, ok=False, reason=reason, override=Asserted(state, _CAUSES.get(state, Cause.CONTAINER)))
+
+
+def claimed(state: S, *, ok: bool, reason: str = "") -> ProbeResult:
+    """A result asserting a state that only counting derives: the policy ignores the claim."""
+    return ProbeResult(AGENT, ok=ok, reason=reason, override=Asserted(state, Cause.CONTAINER))
+
+
+SKIP = ProbeResult(AGENT, ok=False, override=NotProbed())
 
 
 @dataclass(frozen=True)
@@ -241,8 +249,8 @@ CASES = [
     pytest.param(
         policy(),
         [
-            Step(0, asserted(S.UNMANAGED, "stdio", skipped=True), S.UNMANAGED, 0, 0, (S.UNKNOWN, S.UNMANAGED)),
-            Step(10, asserted(S.UNMANAGED, "stdio", skipped=True), S.UNMANAGED, 0, 0),
+            Step(0, asserted(S.UNMANAGED, "stdio"), S.UNMANAGED, 0, 0, (S.UNKNOWN, S.UNMANAGED)),
+            Step(10, asserted(S.UNMANAGED, "stdio"), S.UNMANAGED, 0, 0),
         ],
         id="asserted-unmanaged",
     ),
@@ -250,16 +258,9 @@ CASES = [
         policy(),
         [
             # Only some states can be asserted; others are derived from ok/failure counting.
-            Step(
-                0,
-                ProbeResult(AGENT, ok=False, reason=REFUSED, state=S.HEALTHY),
-                S.DEGRADED,
-                1,
-                0,
-                (S.UNKNOWN, S.DEGRADED),
-            ),
-            Step(10, ProbeResult(AGENT, ok=True, state=S.UNHEALTHY), S.HEALTHY, 0, 1, (S.DEGRADED, S.HEALTHY)),
-            Step(20, ProbeResult(AGENT, ok=True, state=S.PAUSED), S.HEALTHY, 0, 2),
+            Step(0, claimed(S.HEALTHY, ok=False, reason=REFUSED), S.DEGRADED, 1, 0, (S.UNKNOWN, S.DEGRADED)),
+            Step(10, claimed(S.UNHEALTHY, ok=True), S.HEALTHY, 0, 1, (S.DEGRADED, S.HEALTHY)),
+            Step(20, claimed(S.PAUSED, ok=True), S.HEALTHY, 0, 2),
         ],
         id="non-assertable-states-are-ignored",
     ),
@@ -354,18 +355,18 @@ def test_unhealthy_reason_names_count_and_probe_reason_and_since_stays() -> None
     assert rec.reason == "failed 2 of 3 consecutive health checks: connection refused"
 
     ev = evaluate(rec, probe_result(FAIL), pol, at(20))
-    assert ev.record.reason == "unreachable after 3 consecutive health checks: connection refused"
+    assert ev.record.reason == "unhealthy after 3 consecutive failed health checks: connection refused"
     assert ev.record.since == at(20)
     assert ev.transition is not None
-    assert ev.transition.reason == "unreachable after 3 consecutive health checks: connection refused"
+    assert ev.transition.reason == "unhealthy after 3 consecutive failed health checks: connection refused"
     assert ev.transition.failures == 3
 
     later = evaluate(ev.record, probe_result(FAIL), pol, at(30))
     assert later.transition is None
-    assert later.record.reason == "unreachable after 4 consecutive health checks: connection refused"
+    assert later.record.reason == "unhealthy after 4 consecutive failed health checks: connection refused"
     assert later.record.since == at(20)
     later = evaluate(later.record, ProbeResult(AGENT, ok=False, reason="timed out after 5s"), pol, at(40))
-    assert later.record.reason == "unreachable after 5 consecutive health checks: timed out after 5s"
+    assert later.record.reason == "unhealthy after 5 consecutive failed health checks: timed out after 5s"
     assert later.record.since == at(20)
     assert later.record.last_checked == at(40)
 
@@ -455,12 +456,12 @@ def test_transition_failures_is_new_count() -> None:
 
 
 def test_transition_payload() -> None:
-    tr = Transition(AGENT, S.DEGRADED, S.UNHEALTHY, "unreachable after 3 consecutive health checks: x", 3, at(20))
+    tr = Transition(AGENT, S.DEGRADED, S.UNHEALTHY, "unhealthy after 3 consecutive failed health checks: x", 3, at(20))
     assert tr.payload() == {
         "agent": "web-1",
         "from": "degraded",
         "to": "unhealthy",
-        "reason": "unreachable after 3 consecutive health checks: x",
+        "reason": "unhealthy after 3 consecutive failed health checks: x",
         "failures": 3,
         "since": "2025-03-01T12:00:20+00:00",
     }

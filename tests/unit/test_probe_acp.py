@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from agentwatch.models import AgentState, ProbeResult
+from agentwatch.models import AgentState, Asserted, Cause, ProbeResult
 from agentwatch.probes import run_probe
 from agentwatch.registry import AgentSpec, validate_registry
 
@@ -152,10 +152,10 @@ async def test_a_missing_environment_variable_fails_without_starting_anything(mo
 
 async def test_stdio_agents_with_an_acp_probe_are_probed_and_others_are_not() -> None:
     probed = await check(acp_agent("ok", transport="stdio"))
-    assert probed.ok and not probed.skipped
+    assert probed.ok and probed.probed
     listed = validate_registry({"agents": [{"id": "ed", "transport": "stdio", "probe": {"command": "true"}}]}).agents[0]
     result = await check(listed)
-    assert (result.skipped, result.state) == (True, AgentState.UNMANAGED)
+    assert (result.probed, result.override) == (False, Asserted(AgentState.UNMANAGED, Cause.UNMANAGED))
 
 
 def test_registry_refuses_a_container_name_that_reads_as_an_option() -> None:

@@ -13,7 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from agentwatch.models import AgentState, ProbeResult
+from agentwatch.docker import DockerEngine
+from agentwatch.models import AgentState, Asserted, Cause, ProbeResult
 from agentwatch.probes import PROBES, ProbeContext, make_http_client, probe_many, run_probe
 from agentwatch.registry import AgentSpec, validate_registry
 
@@ -155,37 +156,58 @@ async def test_unmanaged_agents_are_skipped_offline(extra: dict[str, Any]) -> No
     spec = agent(**extra)
     async with httpx.AsyncClient(transport=NoNetwork()) as client:
         result = await run_probe(spec, http=client)
-    assert (result.ok, result.skipped, result.state) == (True, True, AgentState.UNMANAGED)
+    assert (result.ok, result.probed, result.override) == (True, False, Asserted(AgentState.UNMANAGED, Cause.UNMANAGED))
     assert result.reason == spec.unmanaged_reason and result.latency_ms is None
 
 
-async def test_docker_probe_without_an_engine_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_docker_probe_without_an_engine_is_unknown() -> None:
     # The docker backend is registered (tests/integration/test_docker_probe.py drives a real engine).
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/agentwatch-docker.sock")
-    monkeypatch.delenv("AGENTWATCH_DOCKER_HOST", raising=False)
-    result = await check(agent({"docker": {"container": "agent-1"}}))
-    assert (result.ok, result.state, result.reason) == (False, AgentState.UNKNOWN, "docker engine unreachable")
+    spec = agent({"docker": {"container": "agent-1"}})
+    async with make_http_client() as client, DockerEngine("unix:///nonexistent/agentwatch-docker.sock") as engine:
+        result = await run_probe(spec, http=client, docker=engine)
+    assert (result.ok, result.asserted, result.reason) == (False, AgentState.UNKNOWN, "docker engine unreachable")
+
+
+async def test_docker_probe_given_no_engine_checks_nothing() -> None:
+    # The caller passes the engine; a batch given none probes no docker agent, and says which.
+    result = await check(agent({"docker": {"container": "agent-1"}}, "box-1"))
+    assert (result.ok, result.probed) == (False, False)
+    assert result.reason == "agent 'box-1': no Docker engine given to the probe batch"
 
 
 async def test_heartbeat_agents_are_skipped_without_the_monitors_beats() -> None:
     # Only the monitor reads beats from the store (tests/unit/test_heartbeat_check.py covers the check).
     result = await check(agent({"heartbeat": {"timeout": "30s"}}))
-    assert (result.ok, result.skipped, result.reason) == (False, True, "no beats loaded: judged by the monitor")
+    assert (result.ok, result.probed, result.reason) == (False, False, "no beats loaded: judged by the monitor")
 
 
-async def test_a_registered_probe_replaces_the_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def docker(spec: AgentSpec, ctx: ProbeContext) -> ProbeResult:
-        return ProbeResult(spec.id, ok=True, state=AgentState.HEALTHY)
+async def test_dispatch_runs_the_kinds_probe_with_the_callers_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_probe calls the probe PROBES names for the agent's kind, with the agent and what the
+    caller shares (client, body cap, engine connection), and scrubs what the probe says."""
+    token = "Bearer s3cret-t0ken-of-the-agent"
+    calls: list[tuple[AgentSpec, ProbeContext]] = []
 
-    monkeypatch.setitem(PROBES, "docker", docker)
-    result = await check(agent({"docker": {"container": "agent-1"}}))
-    assert (result.ok, result.skipped, result.state) == (True, False, AgentState.HEALTHY)
+    async def fake(spec: AgentSpec, ctx: ProbeContext) -> ProbeResult:
+        calls.append((spec, ctx))
+        return ProbeResult(spec.id, ok=False, reason=f"the target echoed {token}", details={"echo": token})
+
+    monkeypatch.setitem(PROBES, "http", fake)
+    spec = agent({"http": {"url": "http://127.0.0.1:9/health", "headers": {"Authorization": token}}})
+    inspector = object()
+    async with make_http_client() as client:
+        result = await run_probe(spec, http=client, max_body_bytes=123, docker=inspector)  # type: ignore[arg-type]
+    ((given, ctx),) = calls
+    assert given is spec and (ctx.http, ctx.max_body_bytes, ctx.docker) == (client, 123, inspector)
+    assert (result.agent_id, result.ok, result.probed) == ("agent", False, True)
+    # The one boundary: the probe's own words leave the dispatcher scrubbed of the header value.
+    assert "s3cret-t0ken" not in result.reason + str(result.details)
+    assert result.reason == "the target echoed ***" and result.details == {"echo": "***"}
 
 
 async def test_kind_without_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(PROBES, "command")
     result = await check(agent({"command": "true"}))
-    assert (result.ok, result.skipped) == (False, True)
+    assert (result.ok, result.probed) == (False, False)
     assert result.reason == "no probe registered for kind 'command'"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-import agentwatch.probes as probes
+import agentwatch.probes.dispatch as dispatch
 from agentwatch.models import ProbeResult
 from agentwatch.probes import make_http_client, probe_many, run_probe
 from agentwatch.probes.http import effective_url
@@ -186,7 +186,7 @@ async def check(agent: AgentSpec, max_body_bytes: int = 65536) -> ProbeResult:
 async def test_healthy_200(server: str) -> None:
     result = await check(http_agent(f"{server}/ok"))
     assert result.ok, result.reason
-    assert result.agent_id == "agent" and result.reason == "" and not result.skipped
+    assert result.agent_id == "agent" and result.reason == "" and result.probed
     assert result.details == {"url": f"{server}/ok", "status": 200, "bytes_read": 10}
     assert result.latency_ms is not None and result.latency_ms > 0
 
@@ -362,7 +362,7 @@ async def test_probe_many_closes_the_client_it_made(server: str, monkeypatch: py
         made.append(make_http_client(concurrency))
         return made[-1]
 
-    monkeypatch.setattr(probes, "make_http_client", recording)
+    monkeypatch.setattr(dispatch, "make_http_client", recording)
     [result] = await probe_many([http_agent(f"{server}/ok")], concurrency=3)
     assert result.ok
     assert len(made) == 1 and made[0].is_closed

@@ -345,12 +345,11 @@ def test_overflowing_duration_is_a_problem(value: str) -> None:
 
 
 def test_policy_mapping_is_not_silently_ignored() -> None:
+    # A `policy:` block would be replaced by the resolved policy at load: refused, naming agent and field.
     text = "agents:\n  - id: a\n    policy: {failure_threshold: 7}\n    probe: {docker: {container: x}}\n"
-    try:
-        reg = parse_registry(text)
-    except RegistryError:
-        return  # rejecting the field is also acceptable
-    assert reg.agents[0].policy.failure_threshold == 7
+    (problem,) = problems_of(text)
+    assert problem.agent == "a"
+    assert problem.message.startswith("unknown field 'policy': put policy fields (failure_threshold, timeout, ...)")
 
 
 def test_invalid_yaml() -> None:

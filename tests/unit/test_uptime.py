@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agentwatch.maintenance import read_status, read_uptime
 from agentwatch.models import AgentRecord, Transition
 from agentwatch.models import AgentState as S
 from agentwatch.registry import parse_registry
-from agentwatch.render import with_uptime
+from agentwatch.render import fleet_table
+from agentwatch.status import read_status, read_uptime
 from agentwatch.store import StateStore
 from agentwatch.uptime import (
     Availability,
@@ -31,6 +31,7 @@ from agentwatch.uptime import (
     uptime,
     uptime_fields,
     uptime_rows,
+    with_uptime,
 )
 
 T0 = datetime(2025, 6, 1, 0, 0, tzinfo=UTC)  # hour 0 of the fixtures
@@ -192,7 +193,10 @@ def test_fleet_table_column() -> None:
         {"id": "a", "state": "healthy", "uptime_24h": "95.83%", "reason": "ok"},
         {"id": "b", "state": "unknown", "uptime_24h": "-", "reason": "not checked yet"},
     ]
-    assert list(shown[0]) == ["id", "state", "uptime_24h", "reason"]  # the reason stays the last column
+    assert list(shown[0]) == ["id", "state", "uptime_24h", "reason"]  # as the rows always were (JSON)
+    # The table puts the reason before the long columns, so it is not the one cut off.
+    table, _ = fleet_table([{**shown[0], "since": "2025-06-01T00:00:00+00:00", "name": "A"}], cap=10)
+    assert list(table[0]) == ["id", "state", "uptime_24h", "reason", "since", "name"]
 
 
 # --- the store read -------------------------------------------------------------------------
@@ -282,7 +286,7 @@ async def test_status_and_uptime_rows_carry_the_percents(tmp_path: Path) -> None
 def test_uptime_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
-    from agentwatch.cli import main
+    from cli import main
 
     url = f"sqlite:///{tmp_path}/state.db"
     monkeypatch.setenv("AGENTWATCH_DATABASE_URL", url)

@@ -1,35 +1,31 @@
-"""The docker probe: a container's state from the engine, read as values, turned into a ProbeResult.
+"""What a container's engine state means for its agent: a ContainerInfo read into a ProbeResult.
+
+The docker probe (agentwatch.probes.docker), the monitor's rules for label-registered agents
+(`fleet`) and reconcile (`reconcile`) all judge a container by this one table.
 
 | engine says                        | result                                                  |
 |------------------------------------|---------------------------------------------------------|
 | running, health healthy            | ok (healthy)                                            |
 | running, no healthcheck            | ok (healthy): the engine has nothing more to say        |
-| running, health starting           | state STARTING                                          |
+| running, health starting           | asserted STARTING                                       |
 | running, health unhealthy          | a failed check; reason = the last healthcheck output    |
-| restarting / paused                | a failed check without a state (counted: degraded)      |
-| exited 0 (or created, never run)   | state STOPPED                                           |
-| exited non-zero, dead              | state FAILED, exit code in the reason                   |
-| OOM-killed                         | state FAILED, reason names out-of-memory                |
-| no such container                  | state FAILED, reason "... not found"                    |
-| engine unreachable                 | state UNKNOWN, reason "docker engine unreachable"       |
+| restarting / paused                | a failed check, not asserted (counted: degraded)        |
+| exited 0 (or created, never run)   | asserted STOPPED                                        |
+| exited non-zero, dead              | asserted FAILED, exit code in the reason                |
+| OOM-killed                         | asserted FAILED, reason names out-of-memory             |
+| no such container                  | asserted FAILED, reason "... not found"                 |
+| engine unreachable                 | asserted UNKNOWN, reason "docker engine unreachable"    |
+
+Every assertion but the last has the cause `Cause.CONTAINER`; the last `Cause.ENGINE_UNREACHABLE`.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
-from ..errors import EngineUnavailable
-from ..models import AgentState, ProbeResult
-from ..registry import AgentSpec
-from ..settings import get_settings
-from .engine import UNREACHABLE, DockerEngine
+from ..models import AgentState, Asserted, Cause, ProbeResult
+from .engine import UNREACHABLE
 from .state import ContainerInfo
 
-if TYPE_CHECKING:
-    from ..probes import ProbeContext
-
-__all__ = ["container_result", "exit_reason", "probe_docker", "unreachable_result"]
+__all__ = ["container_result", "exit_reason", "unreachable_result"]
 
 _MAX_OUTPUT = 300
 
@@ -54,13 +50,16 @@ def container_result(
             agent_id,
             ok=False,
             latency_ms=latency_ms,
-            state=AgentState.FAILED,
             reason=f"container {ref!r} not found",
             details={"container": ref, "missing": True},
+            override=Asserted(AgentState.FAILED, Cause.CONTAINER),
         )
 
     def result(ok: bool, reason: str, state: AgentState | None = None) -> ProbeResult:
-        return ProbeResult(agent_id, ok=ok, latency_ms=latency_ms, reason=reason, details=info.details(), state=state)
+        override = Asserted(state, Cause.CONTAINER) if state is not None else None
+        return ProbeResult(
+            agent_id, ok=ok, latency_ms=latency_ms, reason=reason, details=info.details(), override=override
+        )
 
     if info.status == "running":
         if info.health == "unhealthy":
@@ -90,26 +89,7 @@ def unreachable_result(agent_id: str, error: str, latency_ms: float | None = Non
         agent_id,
         ok=False,
         latency_ms=latency_ms,
-        state=AgentState.UNKNOWN,
         reason=UNREACHABLE,
         details={"error": error},
+        override=Asserted(AgentState.UNKNOWN, Cause.ENGINE_UNREACHABLE),
     )
-
-
-async def probe_docker(agent: AgentSpec, ctx: ProbeContext) -> ProbeResult:
-    """Inspect the agent's container on the engine in `ctx.docker` (or one made from settings)."""
-    assert agent.probe is not None and agent.probe.docker is not None
-    ref = agent.probe.docker.container
-    engine = ctx.docker
-    own = engine is None
-    if engine is None:
-        engine = DockerEngine.from_settings(get_settings())
-    start = time.perf_counter()
-    try:
-        info = await engine.inspect(ref)
-    except EngineUnavailable as exc:
-        return unreachable_result(agent.id, str(exc), (time.perf_counter() - start) * 1000)
-    finally:
-        if own:
-            await engine.close()
-    return container_result(agent.id, ref, info, (time.perf_counter() - start) * 1000)

@@ -1,5 +1,5 @@
-"""The docker probe's mapping from engine state to ProbeResult, on inspect documents as the engine
-writes them (no engine needed)."""
+"""What a container's engine state means for its agent (agentwatch.docker.observe), on inspect
+documents as the engine writes them (no engine needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from agentwatch.docker.probe import container_result, unreachable_result
+from agentwatch.docker.observe import container_result, unreachable_result
 from agentwatch.docker.state import ContainerInfo, parse_engine_time
 from agentwatch.models import AgentState as S
+from agentwatch.models import Asserted, Cause
 
 NEVER = "0001-01-01T00:00:00Z"
 
@@ -65,14 +66,38 @@ CASES = [
         "restarting (restart count 2, last exit code 2)",
         id="restarting",
     ),
-    pytest.param(attrs("running", restarting=True), False, None, "restarting", id="restarting-flag"),
+    pytest.param(
+        attrs("running", restarting=True),
+        False,
+        None,
+        "restarting (restart count 2, last exit code 0)",
+        id="restarting-flag",
+    ),
     pytest.param(attrs("paused"), False, None, "paused by the engine", id="paused"),
     pytest.param(attrs("exited", exit_code=0), False, S.STOPPED, "exited with code 0", id="exit-0"),
     pytest.param(attrs("created"), False, S.STOPPED, "created, never started", id="created"),
     pytest.param(attrs("exited", exit_code=3), False, S.FAILED, "exited with code 3", id="exit-3"),
-    pytest.param(attrs("exited", exit_code=137, oom=True), False, S.FAILED, "out of memory", id="oom"),
-    pytest.param(attrs("exited", exit_code=0, oom=True), False, S.FAILED, "out of memory", id="oom-exit-0"),
-    pytest.param(attrs("exited", exit_code=127, error="exec: nope"), False, S.FAILED, "exec: nope", id="start-error"),
+    pytest.param(
+        attrs("exited", exit_code=137, oom=True),
+        False,
+        S.FAILED,
+        "killed: out of memory (OOM-killed, exit code 137)",
+        id="oom",
+    ),
+    pytest.param(
+        attrs("exited", exit_code=0, oom=True),
+        False,
+        S.FAILED,
+        "killed: out of memory (OOM-killed, exit code 0)",
+        id="oom-exit-0",
+    ),
+    pytest.param(
+        attrs("exited", exit_code=127, error="exec: nope"),
+        False,
+        S.FAILED,
+        "exited with code 127: exec: nope",
+        id="start-error",
+    ),
     pytest.param(attrs("dead", exit_code=1, error="cannot kill"), False, S.FAILED, "dead: cannot kill", id="dead"),
 ]
 
@@ -80,8 +105,8 @@ CASES = [
 @pytest.mark.parametrize(("doc", "ok", "state", "reason"), CASES)
 def test_engine_state_maps_to_result(doc: dict[str, Any], ok: bool, state: S | None, reason: str) -> None:
     result = container_result("agent-1", "agent-1", ContainerInfo.from_attrs(doc))
-    assert (result.ok, result.state) == (ok, state)
-    assert reason in result.reason
+    assert (result.ok, result.asserted) == (ok, state)
+    assert result.reason == reason  # the whole text, as the README quotes it
     assert result.details["container"] == "agent-1"
 
 
@@ -94,14 +119,14 @@ def test_exit_details_are_values() -> None:
 
 def test_missing_container_is_failed_not_found() -> None:
     result = container_result("a", "web-7", None)
-    assert result.state is S.FAILED
-    assert "not found" in result.reason
+    assert result.override == Asserted(S.FAILED, Cause.CONTAINER)
+    assert result.reason == "container 'web-7' not found"
     assert result.details["missing"] is True
 
 
 def test_unreachable_engine_is_unknown_never_failed() -> None:
     result = unreachable_result("a", "connection refused")
-    assert result.state is S.UNKNOWN
+    assert result.override == Asserted(S.UNKNOWN, Cause.ENGINE_UNREACHABLE)
     assert result.reason == "docker engine unreachable"
 
 

@@ -1,4 +1,4 @@
-"""CLI subcommand for alerts, registered into `agentwatch.cli`.
+"""CLI command for alerts:
 
     agentwatch bootstrap REGISTRY [--interval 30] [--work-pool NAME] [--no-deployments]
 
@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
 
-from .cli import PARSER_EXTENSIONS, command
-from .registry import load_registry
+from agentwatch.registry import load_registry
+
+__all__ = ["add_bootstrap_arguments", "run_bootstrap"]
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("bootstrap", help="create the deployments, notification blocks and automations on Prefect")
+def add_bootstrap_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("registry")
     p.add_argument(
         "--interval", type=float, default=30.0, help="monitor schedule in seconds; 'stalled' is 3 of them (30)"
@@ -31,11 +30,7 @@ def add_parsers(sub: Any) -> None:
     )
 
 
-PARSER_EXTENSIONS.append(add_parsers)
-
-
-@command("bootstrap")
-def _bootstrap(args: argparse.Namespace) -> int:
+def run_bootstrap(args: argparse.Namespace) -> int:
     load_registry(args.registry)  # fail fast, before any Prefect import
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL

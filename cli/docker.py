@@ -1,4 +1,4 @@
-"""CLI subcommands for Docker-backed agents, registered into `agentwatch.cli`.
+"""CLI commands for Docker-backed agents:
 
     agentwatch reconcile REGISTRY [--dry-run] [--orphan-min-age 60s] [--no-restart-unhealthy]
                                   [--keep-orphans] [--agent ID ...] [--json]
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
-from .cli import PARSER_EXTENSIONS, command, print_rows
-from .durations import parse_duration
-from .registry import load_registry
+from agentwatch.durations import parse_duration
+from agentwatch.registry import load_registry
+
+from .output import print_rows
+
+__all__ = ["add_reconcile_arguments", "add_shutdown_arguments", "run_reconcile", "run_shutdown"]
 
 RECONCILE_COLUMNS = ("action", "agent", "container", "state", "outcome", "reason")
 SHUTDOWN_COLUMNS = ("agent", "container", "status", "outcome", "reason")
@@ -27,8 +29,7 @@ def _duration(text: str) -> str:
     return text
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("reconcile", help="record container exits, remove orphans, restart unhealthy agents")
+def add_reconcile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("registry")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--orphan-min-age", type=_duration, default="60s", help="leave younger orphans alone (60s)")
@@ -37,7 +38,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--agent", action="append", dest="agent_ids", metavar="ID", help="only this agent (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON list of actions")
 
-    p = sub.add_parser("shutdown", help="stop every managed container gracefully and record its agent stopped")
+
+def add_shutdown_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("registry")
     p.add_argument("--leave-running", action="store_true", help="stop nothing; record that the fleet was left running")
     p.add_argument("--stop-timeout", type=_duration, default="10s", help="SIGTERM, then SIGKILL after this (10s)")
@@ -45,16 +47,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of containers")
 
 
-PARSER_EXTENSIONS.append(add_parsers)
-
-
-@command("reconcile")
-def _reconcile(args: argparse.Namespace) -> int:
+def run_reconcile(args: argparse.Namespace) -> int:
     load_registry(args.registry)  # fail fast, before any Prefect start-up
     from flows.reconcile import reconcile_fleet
 
     rows = asyncio.run(
-        reconcile_fleet(  # type: ignore[arg-type]
+        reconcile_fleet(
             registry_path=args.registry,
             agent_ids=args.agent_ids,
             dry_run=args.dry_run,
@@ -67,13 +65,12 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if any(str(row.get("outcome", "")).startswith("failed") for row in rows) else 0
 
 
-@command("shutdown")
-def _shutdown(args: argparse.Namespace) -> int:
+def run_shutdown(args: argparse.Namespace) -> int:
     load_registry(args.registry)
     from flows.shutdown import shutdown_fleet
 
     rows = asyncio.run(
-        shutdown_fleet(  # type: ignore[arg-type]
+        shutdown_fleet(
             registry_path=args.registry,
             leave_running=args.leave_running,
             stop_timeout=args.stop_timeout,

@@ -1,5 +1,7 @@
 """The `alerts:` section of a registry: chat routes, grouping, reminders and silences.
 
+Validated with the rest of the registry; the alerting itself is agentwatch.alerts.
+
 ```yaml
 alerts:
   group_threshold: 5        # more than this many agents in one cycle: one summary message
@@ -32,12 +34,11 @@ from cronsim import CronSim, CronSimError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..durations import Duration
+from .base import ENV_NAME, SLUG
 
 __all__ = ["AlertsConfig", "Route", "RouteKind", "Selector", "Silence"]
 
 RouteKind = Literal["slack", "teams", "discord", "webhook"]
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLOCK_NAME = re.compile(r"^[a-z0-9-]+$")
 
 
@@ -74,7 +75,7 @@ class Route(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not _SLUG.match(v) or len(v) > 40:
+        if not SLUG.match(v) or len(v) > 40:
             raise ValueError(f"{v!r} is not a slug (lowercase letters, digits and dashes, at most 40 characters)")
         return v
 
@@ -82,7 +83,7 @@ class Route(_Strict):
     def _one_url_source(self) -> Route:
         if (self.url_env is None) == (self.url_secret is None):
             raise ValueError("give exactly one of url_env (an environment variable) or url_secret (a Secret block)")
-        if self.url_env is not None and not _ENV_NAME.match(self.url_env):
+        if self.url_env is not None and not ENV_NAME.match(self.url_env):
             raise ValueError(f"url_env must name an environment variable, not {self.url_env[:20]!r}...")
         if self.url_secret is not None and not _BLOCK_NAME.match(self.url_secret):
             raise ValueError("url_secret must name a Secret block (lowercase letters, digits and dashes)")

@@ -1,9 +1,10 @@
-"""The Prefect side of heartbeat agents: the heartbeat server's batched
-`agentwatch.heartbeat.batch` events, and reading tokens from Secret blocks. (The `late` warning
-event is posted by the monitor with its cycle event.)
+"""The Prefect side of the heartbeat server (`agentwatch heartbeat-server`): its batched
+`agentwatch.heartbeat.batch` events, and agents' tokens read from Secret blocks. (The `late`
+warning event is posted by the monitor with its cycle event.)
 
-The domain package (agentwatch.heartbeat) never imports Prefect: the CLI hands the server a
-`PrefectBatchSink` and a mapping of Secret values loaded here.
+Neither is a task: the server is a long-running process of its own, next to the ones `serve` and
+`bootstrap` start. The domain package (agentwatch.heartbeat) never imports Prefect: the CLI hands
+the server a `PrefectBatchSink` and a mapping of Secret values loaded here.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def load_secrets(names: Iterable[str]) -> dict[str, str | None]:
     values: dict[str, str | None] = {}
     for name in set(names):
         try:
-            value = Secret.load(name).get()  # type: ignore[union-attr]
+            block = Secret.load(name)  # called from sync code: the block itself, not a coroutine
+            if not isinstance(block, Secret):
+                raise TypeError(f"Secret.load returned {type(block).__name__}")
+            value = block.get()
             values[name] = str(value) if value is not None else None
         except Exception as exc:  # a missing block or an unreachable API: that agent is refused
             log.error("cannot load Secret block %r: %s", name, type(exc).__name__)

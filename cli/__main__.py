@@ -1,0 +1,7 @@
+"""`python -m cli`: the `agentwatch` command."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
