@@ -1,5 +1,6 @@
-"""Benchmark one monitor cycle against a bare asyncio + httpx loop over the same URLs, and count
-what each cycle writes to Prefect and what the Prefect server does with it.
+"""Benchmark one monitor cycle against a bare asyncio + httpx loop and the fastest raw client
+(bench/probe_clients.py's floor) over the same URLs, and count what each cycle writes to Prefect
+and what the Prefect server does with it.
 
     python bench/monitor_cycle.py [--sizes 100,1000,10000] [--cycles 3] [--batch-size B] [--concurrency C]
                                   [--batch-sizes 50,100,200] [--concurrencies 64,100] [--profile FILE]
@@ -282,6 +283,17 @@ async def bare_loop(urls: list[str], concurrency: int, timeout: float) -> tuple[
     return time.perf_counter() - start, outcomes
 
 
+async def raw_loop(urls: list[str], concurrency: int, timeout: float) -> tuple[float, Counter[str]]:
+    """The fastest raw client here (bench/probe_clients.py's floor: hand-written HTTP/1.1 on an
+    asyncio Protocol, no checks), a fresh connection per GET as the monitor's probes open;
+    `concurrency` at a time, each within `timeout`; wall time and outcomes."""
+    from probe_clients import raw_loop as floor  # bench/ is on sys.path: this script's directory
+
+    start = time.perf_counter()
+    outcomes = await floor(urls, concurrency, timeout)
+    return time.perf_counter() - start, outcomes
+
+
 # ---------------------------------------------------------------------------------------------
 # timing the flow's stages without editing it: swap the names the monitor's path calls
 
@@ -332,11 +344,12 @@ def _table_bytes(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> 
     return len(json.dumps(table, default=str)) + len(str(kwargs.get("description") or ""))
 
 
-M, P, A, R, S = "flows.monitor", "tasks.publishing", "tasks.alerting", "tasks.recording", "store"
-# In cycle order. A name the code no longer has is skipped; a task or flow flows.monitor imports that
+M, P, A, R, S = "flows.steps", "tasks.publishing", "tasks.alerting", "tasks.recording", "store"
+# flows/steps.py holds the cycle's steps (the one-run monitor and a shard share them).
+# In cycle order. A name the code no longer has is skipped; a task or flow flows.steps imports that
 # is not listed is timed too (depth 0); any other new call shows up in "unaccounted".
 CALLS: list[Call] = [
-    Call("load_registry", M, "load_registry", "read + validate the registry YAML"),
+    Call("load_registry", "flows.registry_block", "load_registry", "read + validate the registry YAML"),
     Call("discover_docker_agents", M, "discover_docker_agents", "task: agents from Docker labels"),
     Call("store.__aenter__", S, "__aenter__", "StateStore() + ensure_schema"),
     Call("store.remember_label_agents", S, "remember_label_agents", "remember label-registered agents"),
@@ -375,7 +388,7 @@ CALLS: list[Call] = [
     Call("post_events[drift]", "tasks.drift", "post_events", "agentwatch.agent.changed events", 1, tally=_n_specs),
     Call("drift artifacts", "tasks.drift", "acreate_markdown_artifact", "agent-<id> versions", 1, True, tally=_one),
     Call("reconcile_after_cycle", M, "reconcile_after_cycle", "Docker reconcile sub-flow when needed"),
-    Call("reconcile_in_cycle", M, "reconcile_in_cycle", "Docker reconcile in the cycle"),
+    Call("reconcile_in_cycle", "flows.monitor", "reconcile_in_cycle", "Docker reconcile in the cycle"),
     Call("store.__aexit__", S, "__aexit__", "dispose the engine"),
     Call("fleet_rows", M, "fleet_rows", "build the fleet table rows"),
     Call("write_fleet_table", M, "write_fleet_table", "task: the fleet table artifact (capped)"),
@@ -435,10 +448,11 @@ def instrument() -> list[str]:
 
     import flows.monitor as monitor
 
+    steps = importlib.import_module(M)
     listed = {c.attr for c in CALLS if c.module == M}
     extra = [
         Call(name, M, name, f"{type(obj).__name__.lower()} (not in the bench's list)")
-        for name, obj in vars(monitor).items()
+        for name, obj in vars(steps).items()
         if isinstance(obj, Task | Flow) and name not in listed and name != "monitor_fleet"
     ]
     CALLS.extend(extra)
@@ -684,6 +698,7 @@ class Bare:
     walls: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    client: str = "httpx"  # "httpx": bare_loop; "raw": raw_loop
 
     @property
     def median(self) -> float:
@@ -773,6 +788,7 @@ class Point:
     monitor_rss: float
     bare: Bare = field(default_factory=lambda: Bare(0))
     best_bare: Bare = field(default_factory=lambda: Bare(0))
+    raw: Bare = field(default_factory=lambda: Bare(0, client="raw"))
     agents_rss: float | None = None
     server_rss: float | None = None
 
@@ -794,11 +810,14 @@ async def run_bare(bare: Bare, urls: list[str], runs: int, pids: list[int], sett
     for _ in range(runs):
         await settle(pids, settle_max)
         cpu0 = cpu_seconds(os.getpid())
-        wall, bare.outcomes = await bare_loop(urls, bare.concurrency, TIMEOUT_S)
+        load = os.getloadavg()[0]
+        loop = raw_loop if bare.client == "raw" else bare_loop
+        wall, bare.outcomes = await loop(urls, bare.concurrency, TIMEOUT_S)
         bare.walls.append(wall)
         bare.cpu.append(cpu_seconds(os.getpid()) - cpu0)
         print(
-            f"   bare loop C={bare.concurrency:<4} {wall:8.3f} s  cpu={bare.cpu[-1]:.2f} s  {dict(bare.outcomes)}",
+            f"   {bare.client + ' loop':10} C={bare.concurrency:<4} {wall:8.3f} s  cpu={bare.cpu[-1]:.2f} s  "
+            f"load={load:.2f}  {dict(bare.outcomes)}",
             flush=True,
         )
 
@@ -976,21 +995,23 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path, server_pid: 
         print(f"\n== N={n} mix={dict(mix)} agents pid={agents_pid} port={port}", flush=True)
 
         bares = {c: Bare(c) for c in sorted(set(args.concurrencies) | set(args.ref_concurrency))}
+        raws = {c: Bare(c, client="raw") for c in args.concurrencies}
         runs_before = max(1, args.baseline_runs // 2)
-        for bare in bares.values():  # with the Prefect server idle
+        for bare in [*bares.values(), *raws.values()]:  # with the Prefect server idle
             await run_bare(bare, urls, runs_before, pids, args.settle_max)
         for b in args.batch_sizes:
             for c in args.concurrencies:
                 db_path = workdir / f"state-{n}-{b}-{c}.db"
                 profile = bool(args.profile) and n == max(args.sizes) and not points
                 points.append(await run_cycles(n, b, c, registry_path, variants, db_path, pids, args, profile))
-        for bare in bares.values():  # the same loop again after the cycles: drift shows here
+        for bare in [*bares.values(), *raws.values()]:  # the same loops again after the cycles: drift shows here
             await run_bare(bare, urls, max(1, args.baseline_runs - runs_before), pids, args.settle_max)
         agents_rss = peak_rss_mib(agents_pid)
 
     best = min(bares.values(), key=lambda b: b.median)
     for p in points:
         p.bare, p.best_bare, p.agents_rss = bares[p.concurrency], best, agents_rss
+        p.raw = raws[p.concurrency]
         p.server_rss = peak_rss_mib(server_pid) if server_pid else None
     return points
 
@@ -1018,10 +1039,13 @@ def fmt(v: float | None, spec: str = ".3f") -> str:
 
 
 def print_tables(points: list[Point], sweep: bool) -> None:
-    print("\n=== monitor cycle vs bare asyncio + httpx loop (timeout 2 s; ratio = monitor / bare loop) ===")
+    print(
+        "\n=== monitor cycle vs a bare asyncio + httpx loop and the raw client (timeout 2 s; ratio = monitor / loop) ==="
+    )
     head = (
         f"{'N':>6} {'B':>5} {'C':>4} {'cycle1 s':>9} {'steady s':>9} {'bare s':>8} {'ratio':>6} {'ratio1':>6} "
-        f"{'best bare':>12} {'r(best)':>7} {'t/o mon':>9} {'t/o bare':>8} {'RSS MiB':>7} {'agents':>6} {'server':>6}"
+        f"{'best bare':>12} {'r(best)':>7} {'raw s':>7} {'r(raw)':>6} {'t/o mon':>9} {'t/o bare':>8} "
+        f"{'RSS MiB':>7} {'agents':>6} {'server':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -1034,6 +1058,8 @@ def print_tables(points: list[Point], sweep: bool) -> None:
             f"{p.n:>6} {p.batch_size:>5} {p.concurrency:>4} {p.first:>9.3f} {fmt(steady):>9} {p.bare.median:>8.3f} "
             f"{fmt(steady / p.bare.median if steady else None, '.2f'):>6} {p.first / p.bare.median:>6.2f} "
             f"{best:>12} {fmt(steady / p.best_bare.median if steady else None, '.2f'):>7} "
+            f"{fmt(p.raw.median if p.raw.walls else None):>7} "
+            f"{fmt(steady / p.raw.median if steady and p.raw.walls else None, '.2f'):>6} "
             f"{first.timeouts:>4}/{fmt(steady_to, '.0f'):<4} {p.bare.timeouts:>8} {p.monitor_rss:>7.0f} "
             f"{fmt(p.agents_rss, '.0f'):>6} {fmt(p.server_rss, '.0f'):>6}"
         )
@@ -1041,6 +1067,8 @@ def print_tables(points: list[Point], sweep: bool) -> None:
         "B/C: batch size / probe concurrency (AGENTWATCH_BATCH_SIZE / AGENTWATCH_PROBE_CONCURRENCY).\n"
         "steady: median of cycles 2..; bare s: median bare loop (one httpx client) at the same C; ratio = steady /\n"
         "  bare, ratio1 = cycle 1 / bare; best bare: the fastest bare loop at this N (median s @ its concurrency).\n"
+        "raw s: median of the raw client (bench/probe_clients.py's floor: hand-written HTTP/1.1, a fresh connection\n"
+        "  per GET, no checks) at the same C over the same URLs; r(raw) = steady / raw s.\n"
         "t/o mon: rows whose reason is a probe timeout (cycle 1 / steady); t/o bare: timeouts in the last bare run\n"
         "  at the same C. Nothing here should time out (slowest agent answers in 0.3 s, timeout 2 s).\n"
         "RSS MiB: peak RSS of this bench process (monitor + Prefect client + bare loops; cumulative over the run);\n"
@@ -1206,6 +1234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 MONITOR_SOURCES = (
     "flows/monitor.py",
+    "flows/steps.py",
     "flows/reconcile.py",
     "tasks/publishing.py",
     "tasks/alerting.py",

@@ -122,6 +122,11 @@ async def _apply_deployments(client: PrefectClient, path: str, interval: float, 
     out = []
     # `to_deployment` answers a coroutine when called on an event loop: build them off the loop.
     for deployment in await asyncio.to_thread(runner_deployments, path, interval):
+        if pool is not None:
+            # A worker runs a flow from its entrypoint, which is relative to the directory the
+            # deployment was built in (this one); without a working_dir a process worker would
+            # look in a temporary directory and not find it.
+            deployment.job_variables = {**deployment.job_variables, "working_dir": str(Path.cwd().resolve())}
         full = deployment.full_name
         try:
             existing = await client.read_deployment_by_name(full)
@@ -149,6 +154,7 @@ def wanted_fingerprint(deployment: RunnerDeployment, pool: str | None) -> dict[s
         "schedules": sorted(_schedule(s.schedule) for s in deployment.schedules or []),
         "concurrency": _concurrency(deployment.concurrency_limit, options),
         "work_pool": pool,
+        "job_variables": deployment.job_variables if pool else None,
     }
 
 
@@ -168,6 +174,7 @@ def existing_fingerprint(existing: DeploymentResponse, pool: str | None) -> dict
         "concurrency": _concurrency(limit, options),
         # Without --work-pool an update leaves the server's pool as it is: compare it only when given.
         "work_pool": existing.work_pool_name if pool else None,
+        "job_variables": existing.job_variables if pool else None,
     }
 
 

@@ -27,6 +27,7 @@ from prefect.schedules import Cron, Interval, Schedule
 from flows.monitor import monitor_fleet
 from flows.operator import fleet_status, pause_agent, resume_agent
 from flows.reconcile import reconcile_fleet
+from flows.shard import SHARD_DEPLOYMENT, monitor_shard
 from flows.shutdown import shutdown_fleet
 from flows.uptime import uptime_report
 
@@ -37,6 +38,7 @@ __all__ = [
     "MONITOR",
     "MONITOR_LEASE_SECONDS",
     "RECONCILE",
+    "SHARD",
     "UPTIME",
     "WORK_POOL",
     "Daily",
@@ -153,9 +155,19 @@ MONITOR = Definition(
     concurrency=ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW, grace_period_seconds=MONITOR_LEASE_SECONDS
     ),
-    parameters={"force": False},
+    parameters={"force": False, "shards": 1},
     note=f"Every {DEFAULT_INTERVAL:g} s; never two runs at once and no backlog: a run that would overlap is cancelled.\n"
-    f"A Pending run's slot lease ({MONITOR_LEASE_SECONDS} s) outlasts the zombie guard's 75 s window (README).",
+    f"A Pending run's slot lease ({MONITOR_LEASE_SECONDS} s) outlasts the zombie guard's 75 s window (README).\n"
+    "shards: N > 1 splits each cycle into N monitor-shard runs on the work pool (README: Shards).",
+)
+SHARD = Definition(
+    name=SHARD_DEPLOYMENT.split("/", 1)[1],
+    flow=monitor_shard,
+    description="One shard of a sharded monitor cycle: probe and commit the agents whose id hashes to it.",
+    tags=(TAG,),
+    parameters={"shard": 0, "shards": 1, "force": False},
+    note="Started by a monitor run with shards > 1, one run per shard, each on any worker of the pool;\n"
+    "registry_path is then block:agentwatch-registry-..., the registry the monitor stored in a block. No schedule.",
 )
 RECONCILE = Definition(
     name="reconcile",
@@ -202,7 +214,7 @@ UPTIME = Definition(
     note="Every agent's availability over 24 h, 7 d and 30 d from the transition log, daily at 00:05 UTC.",
 )
 
-DEPLOYMENTS: tuple[Definition, ...] = (MONITOR, RECONCILE, SHUTDOWN, PAUSE, RESUME, STATUS, UPTIME)
+DEPLOYMENTS: tuple[Definition, ...] = (MONITOR, SHARD, RECONCILE, SHUTDOWN, PAUSE, RESUME, STATUS, UPTIME)
 
 
 def runner_deployments(

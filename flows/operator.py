@@ -17,10 +17,11 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from agentwatch.maintenance import require_agent, set_paused, set_resumed
-from agentwatch.registry import Registry, load_registry
+from agentwatch.registry import Registry
 from agentwatch.settings import get_settings
 from agentwatch.status import read_status
 from agentwatch.store import CommitResult, StateStore
+from flows.registry_block import load_fleet
 from tasks.publishing import publish_pending
 from tasks.recording import write_fleet_table
 
@@ -48,7 +49,7 @@ async def pause_agent(
     """
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=UTC)
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     require_agent(registry, agent_id, registry_path)
     return await _operate(
         registry,
@@ -67,7 +68,7 @@ async def resume_agent(agent_id: str, registry_path: str = "fleet.yaml") -> dict
 
     Returns the agent's status row.
     """
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     require_agent(registry, agent_id, registry_path)
     return await _operate(registry, agent_id, lambda store, now: set_resumed(store, agent_id, now))
 
@@ -80,7 +81,7 @@ async def fleet_status(registry_path: str = "fleet.yaml") -> list[dict[str, Any]
     Args:
         registry_path: The registry YAML file whose agents are listed.
     """
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     async with StateStore(get_settings().resolved_database_url()) as store:
         rows = await read_status(store, registry, datetime.now(UTC))
     await write_fleet_table(rows, key="agentwatch-status")

@@ -37,9 +37,10 @@ from agentwatch.docker.rules import reconcile_candidates
 from agentwatch.durations import format_duration, parse_duration
 from agentwatch.errors import EngineUnavailable
 from agentwatch.models import AgentRecord, AgentState, Asserted, Cause, ProbeResult, Transition
-from agentwatch.registry import Registry, load_registry
+from agentwatch.registry import Registry
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
+from flows.registry_block import load_fleet
 from tasks.containers import Observation, ReconcileWatcher, not_run, observe_containers, quietly, refresh_for
 from tasks.params import unvisited
 from tasks.publishing import publish_pending
@@ -79,7 +80,7 @@ async def reconcile_fleet(
         orphan_min_age=parse_duration(orphan_min_age),
         rules=BudgetRules.from_settings(settings),
     )
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     async with DockerEngine.from_settings(settings) as engine:
         seen = await observe_containers(unvisited(engine), unvisited(registry), options.agent_ids)
         if seen.error is not None:
@@ -119,7 +120,8 @@ async def reconcile_in_cycle(
 
     Reads from the engine only a fresh inspect of the candidates' containers; from the store
     nothing but the budgets it writes with compare-and-swap. An unreachable engine is said once,
-    and nothing is reconciled: the agents it hides were recorded unknown, not failed."""
+    and nothing is reconciled: the agents it hides were recorded unknown, not failed.
+    A sharded cycle runs it in the parent, after its alert step, with the shards' transitions."""
     logger = get_run_logger()
     engine_away = Asserted(AgentState.UNKNOWN, Cause.ENGINE_UNREACHABLE)
     unreachable = [r.agent_id for r in results if r.override == engine_away]
@@ -135,7 +137,7 @@ async def reconcile_in_cycle(
     if not ids:
         return []
     logger.info("Reconciling %d Docker agent(s): %s", len(ids), ", ".join(ids[:10]))
-    options = ReconcileOptions(agent_ids=frozenset(ids), rules=BudgetRules.from_settings(settings))
+    options = ReconcileOptions(agent_ids=frozenset(ids), remove_orphans=True, rules=BudgetRules.from_settings(settings))
     try:
         seen = await refresh_for(engine, replace(observation, fleet=fleet), ids)
     except EngineUnavailable as exc:

@@ -21,9 +21,9 @@ from agentwatch.docker.report import shutdown_markdown
 from agentwatch.docker.shutdown import ShutdownOptions, plan_shutdown, record_stops
 from agentwatch.durations import format_duration, parse_duration
 from agentwatch.events import FLEET_SHUTDOWN, fleet_resource
-from agentwatch.registry import load_registry
 from agentwatch.settings import get_settings
 from agentwatch.store import StateStore
+from flows.registry_block import load_fleet
 from tasks.containers import not_run, observe_containers, quietly, stop_containers
 from tasks.params import unvisited
 from tasks.publishing import publish_pending
@@ -58,7 +58,7 @@ async def shutdown_fleet(
         stop_timeout=parse_duration(stop_timeout),
         agent_ids=frozenset(agent_ids) if agent_ids is not None else None,
     )
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     async with DockerEngine.from_settings(settings) as engine:
         seen = await observe_containers(unvisited(engine), unvisited(registry), agent_ids)
         if seen.error is not None:

@@ -15,11 +15,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
 from agentwatch.docker.labels import remembered_agents
-from agentwatch.registry import load_registry
 from agentwatch.settings import get_settings
 from agentwatch.status import read_uptime
 from agentwatch.store import StateStore
 from agentwatch.uptime import report_table
+from flows.registry_block import load_fleet
 
 __all__ = ["UPTIME_ARTIFACT", "uptime_report"]
 
@@ -38,7 +38,7 @@ async def uptime_report(registry_path: str = "fleet.yaml") -> list[dict[str, Any
     """
     logger = get_run_logger()
     settings = get_settings()
-    registry = load_registry(registry_path)
+    registry = await load_fleet(registry_path)
     now = datetime.now(UTC)
     async with StateStore(settings.resolved_database_url()) as store:
         fleet, problems = remembered_agents(registry, await store.remembered_label_agents())

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -78,15 +78,21 @@ def wake_on_beats(
 
 
 async def heartbeat_round(
-    store: StateStore, registry: Registry, records: Mapping[str, AgentRecord], now: datetime, run_id: str | None = None
+    store: StateStore,
+    registry: Registry,
+    records: Mapping[str, AgentRecord],
+    now: datetime,
+    run_id: str | None = None,
+    among: Callable[[str], bool] | None = None,
 ) -> HeartbeatRound:
     """Read the heartbeat agents' beats, wake the paused ones that beat, and snapshot the rest.
 
     Costs nothing for a registry without heartbeat agents. The wake-ups are committed here, before
-    the probes, so the same cycle judges the woken agents by their beats.
+    the probes, so the same cycle judges the woken agents by their beats. `among`: the stored beats
+    this run may forget (a shard's own agents; all when None).
     """
     ids = [a.id for a in registry.agents if a.probe is not None and a.probe.heartbeat is not None]
-    await store.drop_missing_beats(ids)
+    await store.drop_missing_beats(ids, among)
     if not ids:
         return HeartbeatRound(None)
     beats = await store.load_beats(ids)

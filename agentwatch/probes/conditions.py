@@ -45,6 +45,7 @@ __all__ = [
     "json_equal",
     "lookup",
     "parse_path",
+    "peer_not_after",
 ]
 
 
@@ -113,7 +114,13 @@ def certificate_not_after(response: httpx.Response) -> datetime | None:
     its `ssl_object` gives the verified peer certificate as the `ssl` module decodes it.
     """
     stream = response.extensions.get("network_stream")
-    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    return peer_not_after(stream.get_extra_info("ssl_object") if stream is not None else None)
+
+
+def peer_not_after(ssl_object: object) -> datetime | None:
+    """When the verified peer certificate of a TLS connection (`ssl_object`) expires (UTC); None
+    for no TLS connection or no verified certificate. The fast client's answers give it as
+    `Exchange.tls_object`."""
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         return None
     cert = ssl_object.getpeercert()  # {} unless verified; that is all this probe ever accepts

@@ -1,9 +1,9 @@
 """What a probe is given besides its agent, and the shape of a probe.
 
 A probe is a coroutine function `(agent, ctx) -> ProbeResult`. The context carries what the
-caller shares across a batch: the HTTP client and body limit, the beats the monitor read for
-heartbeat agents, and the Docker engine connection for docker agents. The caller makes and
-closes them; nothing here builds a client or an engine.
+caller shares across a batch: the HTTP clients (httpx, and the http probe's fast client) and body
+limit, the beats the monitor read for heartbeat agents, and the Docker engine connection for
+docker agents. The caller makes and closes them; nothing here builds a client or an engine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..registry import AgentSpec
 
 if TYPE_CHECKING:
     from ..docker.state import ContainerInfo
+    from .fasthttp import FastHttp
 
 __all__ = ["BeatSnapshot", "ContainerInspector", "ProbeContext", "ProbeFn"]
 
@@ -51,6 +52,7 @@ class ProbeContext:
     max_body_bytes: int = 65536
     beats: BeatSnapshot | None = None  # heartbeat agents: beats the monitor read from the store
     docker: ContainerInspector | None = None  # docker agents: one engine connection shared by a batch
+    fast_http: FastHttp | None = None  # http agents: the fast GET client; without it they use `http`
 
 
 ProbeFn = Callable[[AgentSpec, ProbeContext], Awaitable[ProbeResult]]

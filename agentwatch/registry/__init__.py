@@ -18,7 +18,7 @@ stands on it.
 """
 
 from .alerts import AlertsConfig
-from .load import load_registry, parse_registry, validate_registry
+from .load import load_registry, parse_registry, read_registry_text, validate_registry
 from .probes import (
     A2aProbe,
     AcpProbe,
@@ -57,6 +57,7 @@ __all__ = [
     "is_placeholder",
     "load_registry",
     "parse_registry",
+    "read_registry_text",
     "url_problem",
     "validate_registry",
 ]

@@ -19,7 +19,7 @@ from ..settings import get_settings
 from .references import raw_reference_problems, reference_problems
 from .specs import Registry
 
-__all__ = ["load_registry", "parse_registry", "validate_registry"]
+__all__ = ["load_registry", "parse_registry", "read_registry_text", "validate_registry"]
 
 
 def load_registry(path: str | Path, max_bytes: int | None = None) -> Registry:
@@ -28,6 +28,13 @@ def load_registry(path: str | Path, max_bytes: int | None = None) -> Registry:
     A file over `max_bytes` (default: the AGENTWATCH_REGISTRY_MAX_BYTES setting) is refused before
     it is parsed: YAML costs about twenty times its size in memory.
     """
+    cap = get_settings().registry_max_bytes if max_bytes is None else max_bytes
+    return parse_registry(read_registry_text(path, cap), source=str(Path(path)), max_bytes=cap)
+
+
+def read_registry_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """A registry file's text, unparsed (what a sharded monitor hands its shards); RegistryError
+    when it cannot be read, is not UTF-8 or is over `max_bytes` (as load_registry)."""
     path = Path(path)
     cap = get_settings().registry_max_bytes if max_bytes is None else max_bytes
     try:
@@ -39,10 +46,9 @@ def load_registry(path: str | Path, max_bytes: int | None = None) -> Registry:
     if len(data) > cap:
         raise RegistryError(str(path), [_too_large(path, cap)])
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RegistryError(str(path), [Problem(None, "", f"not UTF-8 text (byte {exc.start + 1})")]) from None
-    return parse_registry(text, source=str(path), max_bytes=cap)
 
 
 def _too_large(path: Path | str, cap: int) -> Problem:

@@ -4,6 +4,8 @@ tables of the heartbeat server, reconcile and the alert step.
 SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL for several workers. Every write that
 decides something (a transition, a restart, an alert) is compare-and-swap on a per-row version, so
 two overlapping runs never do it twice (one helper for all of them: agentwatch.store.cas). The schema is created on first use.
+Writes lock what they decide on first, in key order (base.lock_rows), so writers on PostgreSQL queue
+rather than deadlock; both backends run the same tests (tests/conftest.py: `store_url`).
 """
 
 from __future__ import annotations

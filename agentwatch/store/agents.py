@@ -5,7 +5,7 @@ records nothing for that agent."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -96,17 +96,22 @@ class AgentsTable(StoreBase):
 
         return await self._run(write, begin=True) if changes else CommitResult()
 
-    async def drop_missing(self, keep: Iterable[str]) -> list[str]:
-        """Forget the records (counters, backoff) of agents no longer in the fleet; history stays."""
-        return await self._run(lambda conn: drop_except(conn, agent_state, keep), begin=True)
+    async def drop_missing(self, keep: Iterable[str], among: Callable[[str], bool] | None = None) -> list[str]:
+        """Forget the records (counters, backoff) of agents no longer in the fleet; history stays.
+        `among`: consider only the stored ids it accepts (a shard forgets only its own agents)."""
+        return await self._run(lambda conn: drop_except(conn, agent_state, keep, among), begin=True)
 
-    async def history(self, agent_id: str | None = None, limit: int = 100) -> list[Transition]:
-        """The newest transitions first (of one agent, or of the fleet)."""
+    async def history(
+        self, agent_id: str | None = None, limit: int = 100, since: datetime | None = None
+    ) -> list[Transition]:
+        """The newest transitions first (of one agent, or of the fleet; those at or after `since`)."""
 
         def read(conn: Connection) -> list[Transition]:
             query = sa.select(transitions).order_by(transitions.c.id.desc()).limit(limit)
             if agent_id is not None:
                 query = query.where(transitions.c.agent_id == agent_id)
+            if since is not None:
+                query = query.where(transitions.c.at >= column_value(since))
             return [transition_of(r) for r in conn.execute(query)]
 
         return await self._run(read)

@@ -25,10 +25,14 @@ __all__ = [
     "async_url",
     "column_value",
     "drop_except",
-    "insert_ignore",
     "insert_ignore_many",
+    "lock_in_order",
+    "lock_table",
+    "lock_rows",
     "rows_for",
+    "upsert",
     "utc",
+    "write_lock",
 ]
 
 T = TypeVar("T")
@@ -68,6 +72,10 @@ class StoreBase:
                 except OSError as exc:
                     raise StoreError(f"state store {redacted(self.url)}: cannot create {folder}: {exc}") from exc
             kwargs["connect_args"] = {"timeout": 30}
+        else:
+            # A server restarted between two runs of a long-lived process leaves dead connections
+            # in the pool: test each before use rather than fail a cycle.
+            kwargs["pool_pre_ping"] = True
         try:
             self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         except (SQLAlchemyError, ImportError) as exc:
@@ -166,30 +174,82 @@ def rows_for(conn: Connection, table: sa.Table, ids: Iterable[str] | None) -> li
     return rows
 
 
-def drop_except(conn: Connection, table: sa.Table, keep: Iterable[str]) -> list[str]:
-    """Delete the rows of agents not in `keep` (they left the fleet); return their ids."""
+def drop_except(
+    conn: Connection, table: sa.Table, keep: Iterable[str], among: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Delete the rows of agents not in `keep` (they left the fleet); return their ids. With
+    `among`, only rows whose agent id it accepts are considered (a shard's own: agentwatch.shards)."""
     keep_set = set(keep)
-    gone = [r.agent_id for r in conn.execute(sa.select(table.c.agent_id)) if r.agent_id not in keep_set]
+    gone = [
+        r.agent_id
+        for r in conn.execute(sa.select(table.c.agent_id))
+        if r.agent_id not in keep_set and (among is None or among(r.agent_id))
+    ]
+    # Those still there once locked (another run may have dropped some meanwhile).
+    gone = [r.agent_id for r in lock_rows(conn, table, table.c.agent_id, gone)]
     for chunk in chunks(gone):
         conn.execute(table.delete().where(table.c.agent_id.in_(chunk)))
     return gone
 
 
-def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> Any:
-    """INSERT that does nothing (rowcount 0) when the agent's row exists: the CAS of a new row."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["agent_id"])
+def write_lock(conn: Connection, table: sa.Table) -> None:
+    """On SQLite, take the database's write lock now, with a write that changes nothing: what the
+    transaction reads next then stays true until it commits (pysqlite begins a transaction at the
+    first write only, so a read before it is outside any). PostgreSQL locks rows instead
+    (`lock_rows`, `lock_in_order`)."""
     if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        key = next(iter(table.primary_key.columns))
+        conn.execute(table.update().where(sa.false()).values({key.name: key}))
 
-        return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["agent_id"])
-    return table.insert().values(**values)
+
+def lock_table(conn: Connection, table: sa.Table) -> None:
+    """Hold `table` against other writers (not readers) until the transaction ends: for a write
+    that reads the whole table and replaces it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        write_lock(conn, table)
+
+
+def lock_rows(conn: Connection, table: sa.Table, key: sa.Column[Any], keys: Iterable[Any], *columns: Any) -> list[Any]:
+    """The rows whose `key` is in `keys` (their `key`, or `columns`), locked until the transaction
+    ends, for a decision on what they hold: on PostgreSQL SELECT ... FOR UPDATE in `key` order, so
+    two transactions that write overlapping rows lock them in one order and neither deadlocks the
+    other (PostgreSQL would abort one); on SQLite under the database's write lock."""
+    write_lock(conn, table)
+    query = sa.select(*(columns or (key,)))
+    rows: list[Any] = []
+    for chunk in chunks(sorted(set(keys))):
+        rows.extend(conn.execute(query.where(key.in_(chunk)).order_by(key).with_for_update()))
+    return rows
+
+
+def lock_in_order(conn: Connection, table: sa.Table, key: sa.Column[Any], keys: Iterable[Any]) -> list[Any]:
+    """`keys` sorted; on PostgreSQL their rows locked in that order first (`lock_rows`), before a
+    bulk UPDATE or DELETE that would lock them in its plan's order. SQLite needs nothing: a write
+    holds the whole database."""
+    wanted = sorted(set(keys))
+    if conn.dialect.name == "postgresql":
+        lock_rows(conn, table, key, wanted)
+    return wanted
+
+
+def upsert(conn: Connection, table: sa.Table, columns: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (agent_id) DO UPDATE SET `columns` to the new values, for
+    executemany (rows in agent id order: they are locked in the order given)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    else:
+        raise StoreError(f"the state store needs SQLite or PostgreSQL, not {conn.dialect.name}")
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(index_elements=["agent_id"], set_={name: stmt.excluded[name] for name in columns})
 
 
 def insert_ignore_many(conn: Connection, table: sa.Table) -> Any:
-    """`insert_ignore` for executemany: the statement without values, rows given at execution."""
+    """INSERT ... ON CONFLICT (agent_id) DO NOTHING, for executemany: a row that exists is left as
+    it is (the compare-and-swap of a new row; with RETURNING, the rows inserted come back)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

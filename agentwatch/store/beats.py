@@ -3,7 +3,7 @@ Kept apart from agent_state so the monitor's compare-and-swap writes never clobb
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ..beats import Beat
 from ..errors import StoreError
-from .base import StoreBase, drop_except, rows_for, utc
+from .base import StoreBase, column_value, drop_except, rows_for, utc
 from .schema import heartbeats
 
 __all__ = ["BeatsTable"]
@@ -25,7 +25,7 @@ class BeatsTable(StoreBase):
         merged: dict[str, Beat] = {}
         for beat in beats:
             merged[beat.agent_id] = merged[beat.agent_id].merged(beat) if beat.agent_id in merged else beat
-        rows = [_beat_values(b) for b in merged.values()]
+        rows = [_beat_values(merged[agent_id]) for agent_id in sorted(merged)]  # rows lock in this order
         if not rows:
             return 0
 
@@ -40,20 +40,20 @@ class BeatsTable(StoreBase):
         ids = list(agent_ids) if agent_ids is not None else None
         return await self._run(lambda conn: {r.agent_id: _beat(r) for r in rows_for(conn, heartbeats, ids)})
 
-    async def drop_missing_beats(self, keep: Iterable[str]) -> list[str]:
-        """Forget the heartbeat records of agents no longer in the fleet."""
-        return await self._run(lambda conn: drop_except(conn, heartbeats, keep), begin=True)
+    async def drop_missing_beats(self, keep: Iterable[str], among: Callable[[str], bool] | None = None) -> list[str]:
+        """Forget the heartbeat records of agents no longer in the fleet (`among`: see drop_missing)."""
+        return await self._run(lambda conn: drop_except(conn, heartbeats, keep, among), begin=True)
 
 
 def _beat_values(beat: Beat) -> dict[str, Any]:
     return {
         "agent_id": beat.agent_id,
-        "last_beat_at": beat.last_beat_at,
-        "last_start_at": beat.last_start_at,
-        "last_fail_at": beat.last_fail_at,
+        "last_beat_at": column_value(beat.last_beat_at),
+        "last_start_at": column_value(beat.last_start_at),
+        "last_fail_at": column_value(beat.last_fail_at),
         "last_exit_code": beat.last_exit_code,
         "beats": beat.beats,
-        "updated_at": beat.updated_at or datetime.now(UTC),
+        "updated_at": column_value(beat.updated_at or datetime.now(UTC)),
     }
 
 

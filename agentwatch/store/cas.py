@@ -9,11 +9,15 @@ it read it (0: there was no row), and its write lands only where the row is stil
 - removal (no values): DELETE ... WHERE agent_id = :id AND version = :read.
 
 A write that lands sets the version to read + 1 and stamps `updated_at` with the writer's instant.
-Inserts and updates go as one executemany statement each (a statement per row cost 11 s of a
-10,000-agent cycle on SQLite: one round trip to the driver's thread each; bench/README.md), whose
-rowcount is a sum, not per row; so the rows are read back, in the same transaction: a row at
-read + 1 carrying this write's stamp is one this write made, any other row lost to another writer.
-A deleted row leaves nothing to read back: deletes go one statement each, judged by rowcount.
+At most one write per agent per call: a swap of an agent already written in the call loses.
+
+The rows are locked before anything is decided (`base.lock_rows`: on PostgreSQL SELECT ... FOR
+UPDATE in agent id order, so two writers on overlapping rows queue instead of deadlocking; on
+SQLite the database's write lock), and the versions read under the lock decide which swaps land.
+New rows cannot be locked before they exist: they go as INSERT ... ON CONFLICT DO NOTHING
+RETURNING, and a row another writer inserted first is not returned. Each kind of write is one bulk
+statement (a statement per row cost 11 s of a 10,000-agent cycle on SQLite: one round trip to the
+driver's thread each; bench/README.md).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import column_value, insert_ignore_many, rows_for, utc
+from .base import chunks, column_value, insert_ignore_many, lock_rows
 
 __all__ = ["Swap", "compare_and_swap"]
 
@@ -46,16 +50,38 @@ def compare_and_swap(conn: Connection, table: sa.Table, swaps: Sequence[Swap], n
 
     Every swap with values sets the same columns (they go in one executemany statement)."""
     stamp = column_value(now)
-    deleted: dict[int, bool] = {}
+    held = {
+        r.agent_id: r.version
+        for r in lock_rows(
+            conn, table, table.c.agent_id, [s.agent_id for s in swaps], table.c.agent_id, table.c.version
+        )
+    }
+    landed = [False] * len(swaps)
+    written: set[str] = set()
+    gone: list[str] = []
+    new: dict[str, int] = {}
+    changed: list[Swap] = []
     for i, swap in enumerate(swaps):
-        if swap.values is None:
-            delete = table.delete().where(table.c.agent_id == swap.agent_id, table.c.version == swap.version)
-            deleted[i] = conn.execute(delete).rowcount == 1
-    writes = [swap for swap in swaps if swap.values is not None]
-    new = [{"agent_id": s.agent_id, **_row(s, stamp)} for s in writes if s.version == 0]
+        if swap.agent_id in written:
+            continue
+        if swap.version == 0 and swap.agent_id not in held:
+            if swap.values is not None:
+                written.add(swap.agent_id)
+                new[swap.agent_id] = i  # lands unless another writer inserts it first (below)
+        elif swap.version != 0 and held.get(swap.agent_id) == swap.version:
+            written.add(swap.agent_id)
+            landed[i] = True
+            if swap.values is None:
+                gone.append(swap.agent_id)
+            else:
+                changed.append(swap)
+    for chunk in chunks(sorted(gone)):
+        conn.execute(table.delete().where(table.c.agent_id.in_(chunk)))
     if new:
-        conn.execute(insert_ignore_many(conn, table), new)
-    changed = [s for s in writes if s.version != 0]
+        rows = [{"agent_id": a, **_row(swaps[new[a]], stamp)} for a in sorted(new)]
+        inserted = conn.execute(insert_ignore_many(conn, table).returning(table.c.agent_id), rows)
+        for (agent_id,) in inserted:
+            landed[new[agent_id]] = True
     if changed:
         update = (
             table.update()
@@ -66,17 +92,10 @@ def compare_and_swap(conn: Connection, table: sa.Table, swaps: Sequence[Swap], n
             update,
             [
                 {"b_id": s.agent_id, "b_v": s.version, **{f"n_{k}": v for k, v in _row(s, stamp).items()}}
-                for s in changed
+                for s in sorted(changed, key=lambda s: s.agent_id)
             ],
         )
-    # The rows this write landed carry its version and its stamp; a row another writer changed
-    # first kept theirs (the WHERE did not match, or the insert was ignored).
-    landed = {
-        (row.agent_id, row.version)
-        for row in rows_for(conn, table, [s.agent_id for s in writes])
-        if utc(row.updated_at) == stamp
-    }
-    return [deleted[i] if i in deleted else (s.agent_id, s.version + 1) in landed for i, s in enumerate(swaps)]
+    return landed
 
 
 def _row(swap: Swap, stamp: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from .base import StoreBase, chunks, rows_for
+from .base import StoreBase, rows_for, upsert
 from .schema import agent_identity
 
 __all__ = ["IdentityTable"]
@@ -30,14 +30,17 @@ class IdentityTable(StoreBase):
         """Insert or replace these agents' identities, in one transaction."""
         now = datetime.now(UTC)
         rows = [
-            {"agent_id": agent_id, "identity": json.dumps(dict(identity), sort_keys=True), "updated_at": now}
-            for agent_id, identity in identities.items()
+            {
+                "agent_id": agent_id,
+                "identity": json.dumps(dict(identities[agent_id]), sort_keys=True),
+                "updated_at": now,
+            }
+            for agent_id in sorted(identities)
         ]
 
         def write(conn: Connection) -> None:
-            for chunk in chunks(list(identities)):
-                conn.execute(agent_identity.delete().where(agent_identity.c.agent_id.in_(chunk)))
-            conn.execute(agent_identity.insert(), rows)
+            # An upsert: two runs saving the same agent at once both succeed (the last one's stands).
+            conn.execute(upsert(conn, agent_identity, ["identity", "updated_at"]), rows)
 
         if rows:
             await self._run(write, begin=True)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import StoreBase, chunks
+from .base import StoreBase, chunks, lock_table
 from .schema import label_agents
 
 __all__ = ["LabelAgentsTable"]
@@ -22,6 +22,8 @@ class LabelAgentsTable(StoreBase):
         now = datetime.now(UTC)
 
         def write(conn: Connection) -> None:
+            # One writer at a time reads and replaces the table (two runs at once: the last stands).
+            lock_table(conn, label_agents)
             have = {r.agent_id: r.memory for r in conn.execute(sa.select(label_agents))}
             gone = [agent_id for agent_id in have if agent_id not in memory]
             for chunk in chunks(gone):

@@ -20,10 +20,12 @@ from sqlalchemy.engine import Connection
 from ..models import AgentState
 from ..outbox import OutboxRow, costs_a_publish
 from .agents import transition_of
-from .base import StoreBase, chunks, column_value, utc
+from .base import StoreBase, chunks, column_value, lock_in_order, utc, write_lock
 from .schema import transitions
 
 __all__ = ["OutboxCounts", "OutboxTable"]
+
+_PAGE = 1000  # candidate rows read at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,9 @@ class OutboxTable(StoreBase):
         that need an event and an artifact of their own (first sights of healthy agents are cheap:
         they are folded into one fleet event) or `max_rows` in all. `claimer` must be unique to the
         caller: the rows it won are those that carry it afterwards."""
+        if not 0 < len(claimer) <= transitions.c.claimed_by.type.length:  # type: ignore[attr-defined]
+            # PostgreSQL would refuse a longer one at the UPDATE; SQLite would keep it: refuse on both.
+            raise ValueError(f"a claimer is 1 to 64 characters, not {claimer!r}")
         now = column_value(now)
         until = now + lease
         free = sa.and_(
@@ -48,29 +53,56 @@ class OutboxTable(StoreBase):
         )
 
         def claim(conn: Connection) -> list[OutboxRow]:
-            candidates = conn.execute(
-                sa.select(transitions.c.id, transitions.c.from_state, transitions.c.to_state)
-                .where(free)
-                .order_by(transitions.c.id)
-                .limit(max_rows)
-            ).all()
+            # The candidates are chosen a page at a time, then locked: on SQLite all of them, under
+            # the write lock taken first (a claimer beside this one sees its claims); on PostgreSQL
+            # those no other claimer is taking at this moment (FOR UPDATE SKIP LOCKED: no waiting,
+            # no deadlock), and the budget those others took goes to the next rows. Either way no
+            # two claimers take a row, and neither comes away empty-handed while free rows remain.
+            write_lock(conn, transitions)
             wanted: list[int] = []
-            costly = 0
-            for row in candidates:
-                cost = costs_a_publish(AgentState(row.from_state), AgentState(row.to_state))
-                if costly + cost > max_costly:
+            costly, after = 0, 0
+            while len(wanted) < max_rows:
+                limit = min(_PAGE, max_rows - len(wanted))
+                page = conn.execute(
+                    sa.select(transitions.c.id, transitions.c.from_state, transitions.c.to_state)
+                    .where(free, transitions.c.id > after)
+                    .order_by(transitions.c.id)
+                    .limit(limit)
+                ).all()
+                cost_of: dict[int, int] = {}
+                budget = costly
+                for row in page:
+                    cost = costs_a_publish(AgentState(row.from_state), AgentState(row.to_state))
+                    if budget + cost > max_costly:
+                        break
+                    budget += cost
+                    cost_of[row.id] = cost
+                if not cost_of:
                     break
-                costly += cost
-                wanted.append(row.id)
+                # By id range, not an IN list: the primary key's index serves it whatever the
+                # planner's statistics (a fresh log's are empty until autovacuum analyzes it).
+                got = conn.execute(
+                    sa.select(transitions.c.id)
+                    .where(transitions.c.id.between(min(cost_of), max(cost_of)), free)
+                    .order_by(transitions.c.id)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+                for row_id in got:
+                    if row_id in cost_of:  # (a row freed since the page was read waits for the next claim)
+                        wanted.append(row_id)
+                        costly += cost_of[row_id]
+                if len(cost_of) == len(page) < limit:
+                    break  # the log has no more free rows
+                after = max(cost_of)
             for chunk in chunks(wanted):
                 conn.execute(
                     transitions.update()
-                    .where(transitions.c.id.in_(chunk), free)
+                    .where(_ids(chunk), free)
                     .values(claimed_by=claimer, claimed_until=until, attempts=transitions.c.attempts + 1)
                 )
             won: list[OutboxRow] = []
             for chunk in chunks(wanted):
-                query = sa.select(transitions).where(transitions.c.id.in_(chunk), transitions.c.claimed_by == claimer)
+                query = sa.select(transitions).where(_ids(chunk), transitions.c.claimed_by == claimer)
                 won.extend(_row(r) for r in conn.execute(query))
             return sorted(won, key=lambda r: r.id)
 
@@ -88,12 +120,15 @@ class OutboxTable(StoreBase):
         wanted = list(ids)
 
         def write(conn: Connection) -> int:
+            # No lock order needed: these rows are unpublished and this claimer's. A claimer that
+            # takes them after the lease passes over locked rows (SKIP LOCKED), and the alert step
+            # writes only published rows, so no one waits on this write while it waits on them.
             count = 0
-            for chunk in chunks(wanted):
+            for chunk in chunks(sorted(wanted)):
                 stmt = (
                     transitions.update()
                     .where(
-                        transitions.c.id.in_(chunk),
+                        _ids(chunk),
                         transitions.c.claimed_by == claimer,
                         transitions.c.published_at.is_(None),
                     )
@@ -140,14 +175,21 @@ class OutboxTable(StoreBase):
 def mark_alerted_in(conn: Connection, ids: Sequence[int], now: datetime) -> int:
     """Inside a transaction of the caller's (the incident writes that go with the decision)."""
     count = 0
-    for chunk in chunks(ids):
+    for chunk in chunks(lock_in_order(conn, transitions, transitions.c.id, ids)):
         stmt = (
             transitions.update()
-            .where(transitions.c.id.in_(chunk), transitions.c.alerted_at.is_(None))
+            .where(_ids(chunk), transitions.c.alerted_at.is_(None))
             .values(alerted_at=column_value(now))
         )
         count += conn.execute(stmt).rowcount
     return count
+
+
+def _ids(chunk: list[int]) -> Any:
+    """`id IN chunk` (ascending ids), with the range around it so that PostgreSQL reads it through
+    the primary key even while a fresh log has no statistics (it would scan an index of
+    `published_at` and filter every unpublished row by the list)."""
+    return sa.and_(transitions.c.id.between(chunk[0], chunk[-1]), transitions.c.id.in_(chunk))
 
 
 def _row(r: Any) -> OutboxRow:

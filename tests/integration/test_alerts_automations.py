@@ -204,6 +204,10 @@ def test_bootstrap_registers_the_deployments_on_a_work_pool(fleet: Fleet) -> Non
         async with get_client() as client:
             return [(await client.read_deployment_by_name(name)).work_pool_name for name in names]
 
+    async def working_dirs(names: list[str]) -> list[Any]:
+        async with get_client() as client:
+            return [(await client.read_deployment_by_name(n)).job_variables.get("working_dir") for n in names]
+
     async def create_pool() -> None:
         async with get_client() as client:
             await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
@@ -218,6 +222,8 @@ def test_bootstrap_registers_the_deployments_on_a_work_pool(fleet: Fleet) -> Non
         names = [line.split()[1] for line in first.splitlines() if line.startswith("deployment ")]
         assert {"monitor-fleet/monitor", "reconcile-fleet/reconcile", "shutdown-fleet/shutdown"} <= set(names), first
         assert asyncio.run(pools(names)) == [pool] * len(names)
+        # A process worker runs the entrypoints from where bootstrap ran (they are relative to it).
+        assert asyncio.run(working_dirs(names)) == [str(ROOT.resolve())] * len(names)
         again = bootstrap(fleet, "--work-pool", pool).stdout
         assert again.strip().splitlines()[-1] == "nothing to change", again
     finally:

@@ -79,7 +79,7 @@ async def cycle(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Transi
             await publish_pending(store, fleet)
             listed = engine.listings
             probed = len(engine.inspected)
-            monkeypatch.setattr(flows.reconcile, "load_registry", forbidden("loaded the registry file"))
+            monkeypatch.setattr(flows.reconcile, "load_fleet", forbidden("loaded the registry"))
             monkeypatch.setattr(StateStore, "load", forbidden("read the store's records"))
             monkeypatch.setattr(DockerEngine, "from_settings", forbidden("made an engine connection"))
             transitions = await reconcile_in_cycle(

@@ -1,6 +1,6 @@
 """The monitor flow against a real Prefect test server, real HTTP agents on 127.0.0.1 and a real
 SQLite state store: transitions become events and keyed artifact versions, and two overlapping
-runs never record one transition twice."""
+runs never record one transition twice (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -111,9 +111,11 @@ async def test_transitions_become_events_and_artifacts(
     assert sorted(str(t.flow_run_id) for t in tables) == sorted(str(r) for r in runs)
 
 
-def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, state_db: str, tmp_path: Path) -> None:
-    # Two monitor processes at once, as two workers would run them. Slow agents keep both runs
+def test_overlapping_runs_record_no_duplicate_transition(prefect_server: str, store_url: str, tmp_path: Path) -> None:
+    # Two monitor processes at once, as two workers would run them, on one store (a SQLite file,
+    # or a PostgreSQL database as workers on several machines share). Slow agents keep both runs
     # probing after both have read the store and before either commits.
+    state_db = store_url
     started = datetime.now(UTC)
     with serve_in_thread(slow_delay=4.0) as agents:
         names = [f"slow-{i}" for i in range(5)]

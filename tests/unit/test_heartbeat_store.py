@@ -1,13 +1,13 @@
-"""Beats in the SQLite state store (merged like Beat.merged, apart from the monitor's records) and
+"""Beats in the state store, SQLite and PostgreSQL (merged like Beat.merged, apart from the monitor's records) and
 the operator actions on top of it: pause, resume, status."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from agentwatch.beats import Beat, PingKind
 from agentwatch.errors import UnknownAgent
@@ -25,9 +25,9 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    async with StateStore(f"sqlite:///{tmp_path}/state.db") as s:
+@pytest_asyncio.fixture(loop_scope="function")  # the test's loop: asyncpg's connections belong to one
+async def store(store_url: str) -> AsyncIterator[StateStore]:
+    async with StateStore(store_url) as s:
         yield s
 
 

@@ -29,8 +29,9 @@ U, H, D, X = AgentState.UNKNOWN, AgentState.HEALTHY, AgentState.DEGRADED, AgentS
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore(f"sqlite:///{tmp_path}/state.db")
+async def store(store_url: str) -> AsyncIterator[StateStore]:
+    """A fresh store, SQLite or PostgreSQL (tests/conftest.py)."""
+    s = StateStore(store_url)
     yield s
     await s.close()
 

@@ -1,21 +1,24 @@
-"""The state store against a real SQLite file: schema, round trips, compare-and-swap, history."""
+"""The state store against a real SQLite file and a real PostgreSQL database (each test runs on
+both: the `store_url` fixture): schema, round trips, compare-and-swap, history."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 
 from agentwatch.errors import AgentwatchError, StoreConflict, StoreError
 from agentwatch.models import AgentRecord, AgentState, ProbeResult, Transition
 from agentwatch.policy import evaluate
 from agentwatch.registry import Policy
 from agentwatch.store import CommitResult, StateStore, async_url
+from agentwatch.store.schema import metadata
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -28,14 +31,9 @@ def url_of(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
 @pytest_asyncio.fixture(loop_scope="function")
-async def store(db_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore(url_of(db_path))
+async def store(store_url: str) -> AsyncIterator[StateStore]:
+    s = StateStore(store_url)
     yield s
     await s.close()
 
@@ -63,9 +61,10 @@ def full_record(agent: str = "web-1") -> AgentRecord:
     )
 
 
-def raw_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as conn:
-        return list(conn.execute(sql))
+async def raw_rows(store: StateStore, sql: str) -> list[tuple[Any, ...]]:
+    """What a plain SQL query reads, past the store's own code."""
+    async with store.engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(sa.text(sql))]
 
 
 async def seed(store: StateStore, agent: str = "web-1") -> AgentRecord:
@@ -80,21 +79,26 @@ async def seed(store: StateStore, agent: str = "web-1") -> AgentRecord:
 # --- schema -------------------------------------------------------------------------------------
 
 
-async def test_schema_created_on_first_use(store: StateStore, db_path: Path) -> None:
-    assert not db_path.exists()
+async def tables(store: StateStore) -> set[str]:
+    async with store.engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+
+
+async def test_schema_created_on_first_use(store: StateStore) -> None:
+    assert await tables(store) == set()
     assert await store.load() == {}
-    tables = {r[0] for r in raw_rows(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"agent_state", "transitions"} <= tables
-    assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert await tables(store) == set(metadata.tables)
+    if store.engine.dialect.name == "sqlite":
+        assert await raw_rows(store, "PRAGMA journal_mode") == [("wal",)]
     assert await store.history() == []
 
 
-async def test_schema_creation_is_idempotent(db_path: Path) -> None:
-    async with StateStore(url_of(db_path)) as first:
+async def test_schema_creation_is_idempotent(store_url: str) -> None:
+    async with StateStore(store_url) as first:
         await first.ensure_schema()
         await first.ensure_schema()
         await seed(first)
-    async with StateStore(url_of(db_path)) as second:
+    async with StateStore(store_url) as second:
         assert list(await second.load()) == ["web-1"]
 
 
@@ -158,13 +162,13 @@ async def test_policy_output_round_trips(store: StateStore) -> None:
     assert (await store.load())["web-1"].failures == 2
 
 
-async def test_transition_round_trips_with_run_id(store: StateStore, db_path: Path) -> None:
+async def test_transition_round_trips_with_run_id(store: StateStore) -> None:
     transition = tr("web-1", AgentState.DEGRADED, AgentState.UNHEALTHY, 5, failures=3, reason="unreachable")
     await store.commit([(AgentRecord("web-1", state=AgentState.UNHEALTHY, since=at(5)), transition)], run_id="r-42")
     (got,) = await store.history()
     assert got == transition
     assert got.at.tzinfo is not None and got.at.utcoffset() == timedelta(0)
-    assert raw_rows(db_path, "SELECT agent_id, seq, run_id FROM transitions") == [("web-1", 1, "r-42")]
+    assert await raw_rows(store, "SELECT agent_id, seq, run_id FROM transitions") == [("web-1", 1, "r-42")]
 
 
 async def test_non_utc_datetime_keeps_its_instant(store: StateStore) -> None:
@@ -254,7 +258,7 @@ def _degrade(base: AgentRecord, t: float, reason: str) -> tuple[AgentRecord, Tra
     return new, Transition(base.agent_id, base.state, AgentState.DEGRADED, reason, 1, at(t))
 
 
-async def test_concurrent_commits_on_one_store_record_one_transition(store: StateStore, db_path: Path) -> None:
+async def test_concurrent_commits_on_one_store_record_one_transition(store: StateStore) -> None:
     agents = [f"agent-{i}" for i in range(5)]
     bases = [await seed(store, a) for a in agents]
 
@@ -268,7 +272,7 @@ async def test_concurrent_commits_on_one_store_record_one_transition(store: Stat
         assert len(degraded) == 1, agent
         assert (await store.load([agent]))[agent].version == 2
     assert len(ra.transitions) + len(rb.transitions) == len(agents)
-    rows = raw_rows(db_path, "SELECT count(*) FROM transitions WHERE to_state = 'degraded'")
+    rows = await raw_rows(store, "SELECT count(*) FROM transitions WHERE to_state = 'degraded'")
     assert rows == [(len(agents),)]
 
 
@@ -282,8 +286,8 @@ async def test_concurrent_first_inserts_record_one_transition(store: StateStore)
     assert await store.history() == [t]
 
 
-async def test_two_store_instances_on_one_file_record_one_transition(db_path: Path) -> None:
-    async with StateStore(url_of(db_path)) as first, StateStore(url_of(db_path)) as second:
+async def test_two_store_instances_on_one_database_record_one_transition(store_url: str) -> None:
+    async with StateStore(store_url) as first, StateStore(store_url) as second:
         base = await seed(first)
         # Each "run" reads the record itself, at the same version.
         read_a = (await first.load())["web-1"]
@@ -301,15 +305,19 @@ async def test_two_store_instances_on_one_file_record_one_transition(db_path: Pa
         assert (await first.load())["web-1"].reason == winner.saved[0].reason
 
 
-async def test_two_fresh_stores_create_schema_concurrently(tmp_path: Path) -> None:
-    for i in range(5):
-        path = tmp_path / f"race-{i}.db"
-        first, second = StateStore(url_of(path)), StateStore(url_of(path))
-        # return_exceptions: let both finish before the engines are disposed.
-        outcomes = await asyncio.gather(first.ensure_schema(), second.ensure_schema(), return_exceptions=True)
-        await first.close()
-        await second.close()
-        assert outcomes == [None, None]
+async def test_two_fresh_stores_create_schema_concurrently(store_url: str) -> None:
+    for _ in range(5):
+        first, second = StateStore(store_url), StateStore(store_url)
+        try:
+            # return_exceptions: let both finish before the engines are disposed.
+            outcomes = await asyncio.gather(first.ensure_schema(), second.ensure_schema(), return_exceptions=True)
+            assert outcomes == [None, None]
+            assert await tables(first) == set(metadata.tables)
+            async with first.engine.begin() as conn:  # empty again for the next round
+                await conn.run_sync(metadata.drop_all)
+        finally:
+            await first.close()
+            await second.close()
 
 
 # --- leaving the fleet, history -----------------------------------------------------------------
@@ -460,3 +468,26 @@ def test_async_url(url: str, expected: str) -> None:
 
 def test_store_url_is_async(tmp_path: Path) -> None:
     assert StateStore(url_of(tmp_path / "s.db")).url == f"sqlite+aiosqlite:///{tmp_path}/s.db"
+
+
+async def test_a_claimer_too_long_for_its_column_is_refused_on_every_backend(store: StateStore) -> None:
+    # PostgreSQL enforces VARCHAR(64), SQLite does not: the store refuses it before either sees it.
+    for claimer in ("", "x" * 65):
+        with pytest.raises(ValueError, match="1 to 64 characters"):
+            await store.claim_unpublished(claimer, now=T0, lease=timedelta(minutes=1), max_costly=1)
+    assert await store.claim_unpublished("x" * 64, now=T0, lease=timedelta(minutes=1), max_costly=1) == []
+
+
+async def test_a_connection_the_server_dropped_is_replaced(store: StateStore, store_url: str) -> None:
+    """A long-lived process keeps pooled connections; one the server closed (a restart, an idle
+    timeout) must cost nothing but a new connection, not a failed cycle."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to drop a connection")
+    await seed(store)
+    async with store.engine.connect() as conn:  # back in the pool after this
+        pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+    # Another store: another process, as far as the pool knows.
+    async with StateStore(store_url) as other, other.engine.connect() as conn:
+        killed = await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        assert killed.scalar_one() is True
+    assert list(await store.load()) == ["web-1"]

@@ -1,4 +1,4 @@
-"""Restart budgets in the state store (a real SQLite file): compare-and-swap on the version read.
+"""Restart budgets in the state store (SQLite and PostgreSQL): compare-and-swap on the version read.
 
 README (Reconcile): "two runs that overlap anyway (the monitor's sub-flow and a manual one) restart a
 container once, as the budget is written with compare-and-swap before the restart". So a writer
@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest_asyncio
 
@@ -26,8 +25,8 @@ def at(seconds: float) -> datetime:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore(f"sqlite:///{tmp_path}/state.db")
+async def store(store_url: str) -> AsyncIterator[StateStore]:
+    s = StateStore(store_url)
     yield s
     await s.close()
 
@@ -65,10 +64,9 @@ async def test_two_first_writers_one_wins(store: StateStore) -> None:
     assert (await store.load_restart_budgets(["a"]))["a"].restarts == (at(0),)
 
 
-async def test_overlapping_writers_restart_once(tmp_path: Path) -> None:
-    """Two stores on one file (two runs), each saving from the same read at once: exactly one wins."""
-    url = f"sqlite:///{tmp_path}/state.db"
-    one, two = StateStore(url), StateStore(url)
+async def test_overlapping_writers_restart_once(store_url: str) -> None:
+    """Two stores on one database (two runs), each saving from the same read at once: exactly one wins."""
+    one, two = StateStore(store_url), StateStore(store_url)
     try:
         base = await one.save_restart_budget(RestartBudget("a"))
         assert base is not None

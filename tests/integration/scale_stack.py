@@ -1,0 +1,144 @@
+"""The Prefect server for scale, for tests: PostgreSQL database + Redis broker, started once per
+session by scripts/scale-stack.sh (its own run directory, free ports on 127.0.0.1, a database of its
+own that is dropped at the end) and stopped by pid. Without PostgreSQL or redis-server the tests
+that use it skip loudly, or fail when AGENTWATCH_REQUIRE_SCALE_STACK is set (CI).
+
+    def test_x(scale_stack: ScaleStack) -> None:
+        subprocess.Popen([PREFECT, "worker", "start", "--pool", "p"], env=scale_stack.worker_env())
+        with scale_stack.settings():  # this process's Prefect client talks to the stack
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from .prefect_process import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "scale-stack.sh"
+REQUIRE = "AGENTWATCH_REQUIRE_SCALE_STACK"
+START_TIMEOUT = 900.0  # a fresh machine installs redis-server and prefect-redis first
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The KEY=VALUE lines (shell-quoted values) the script writes."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        for word in shlex.split(line):
+            key, _, value = word.partition("=")
+            values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class ScaleStack:
+    """A running scale stack. `api_url`: its Prefect API; `client_env`: what a worker or client needs
+    (PREFECT_API_URL); `server_env`: every setting the server runs with (database password included);
+    `redis_url`, `database_url` (the Prefect database, postgresql://) and `postgres_url` (the role
+    that created it) for reading them directly; `run_dir`: pids/, logs/, client.env, server.env."""
+
+    api_url: str
+    client_env: dict[str, str]
+    server_env: dict[str, str]
+    redis_url: str
+    database_url: str
+    postgres_url: str
+    run_dir: Path
+    started_in: float
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        """The environment for a worker (or any client) process: this process's environment as it is
+        now (so a test's monkeypatched AGENTWATCH_* settings go along), the stack's client settings,
+        then `extra`."""
+        return {**os.environ, **self.client_env, **extra}
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """Point this process's Prefect client (get_client, flows run in-process) at the stack."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            yield
+
+    def log(self, name: str = "server", lines: int = 40) -> str:
+        """The last `lines` of one of the stack's logs (server, services, redis, migrate, postgres)."""
+        path = self.run_dir / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _run(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _unavailable(message: str) -> NoReturn:
+    message = f"NO SCALE STACK (PostgreSQL + Redis Prefect server): {message}"
+    if os.environ.get(REQUIRE):
+        pytest.fail(f"{message}\n{REQUIRE} is set, so this is a failure.", pytrace=False)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def running_scale_stack(run_dir: Path, **knobs: str) -> Iterator[ScaleStack]:
+    """Start the stack in `run_dir` (free ports, a database named after this process), yield it,
+    stop it by pid and drop its database. `knobs`: more SCALE_STACK_* / PREFECT_* settings."""
+    env = {
+        **os.environ,
+        "SCALE_STACK_DIR": str(run_dir),
+        "SCALE_STACK_PORT": str(free_port()),
+        "SCALE_STACK_REDIS_PORT": str(free_port()),
+        "SCALE_STACK_DATABASE": f"prefect_scale_t{os.getpid()}",
+        "SCALE_STACK_FRESH": "1",
+        **knobs,
+    }
+    started = time.monotonic()
+    try:
+        done = _run("start", env, START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
+        _unavailable(f"scripts/scale-stack.sh start did not finish within {START_TIMEOUT:g}s")
+    if done.returncode != 0:
+        _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        _unavailable(f"scripts/scale-stack.sh start exited {done.returncode}:\n{tail}")
+    server_env = read_env_file(run_dir / "server.env")
+    client_env = read_env_file(run_dir / "client.env")
+    stack = ScaleStack(
+        api_url=client_env["PREFECT_API_URL"],
+        client_env=client_env,
+        server_env=server_env,
+        redis_url=server_env["SCALE_STACK_REDIS_URL"],
+        database_url=server_env["SCALE_STACK_DATABASE_URL"],
+        postgres_url=server_env["SCALE_STACK_POSTGRES_URL"],
+        run_dir=run_dir,
+        started_in=time.monotonic() - started,
+    )
+    try:
+        yield stack
+    finally:
+        stopped = _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
+        if stopped.returncode != 0:
+            warnings.warn(f"scale stack teardown: {stopped.stderr[-2000:]}", stacklevel=1)
+
+
+@pytest.fixture(scope="session", name="scale_stack")
+def scale_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
+    """The scale stack for this session (one Prefect server process with its services, on
+    PostgreSQL and Redis), or a loud skip (a failure when AGENTWATCH_REQUIRE_SCALE_STACK is set)."""
+    with running_scale_stack(tmp_path_factory.mktemp("scale-stack")) as stack:
+        yield stack
