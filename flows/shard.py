@@ -134,18 +134,19 @@ async def sharded_cycle(registry_path: str, force: bool, shards: int) -> list[di
     async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
         fleet, docker = await discover(registry, engine, store, settings, logger)
         records = await store.load()
+        # The shards' transitions of this cycle, read once: counted for the cycle event, and who went
+        # down for reconcile. A shard commits at most one transition per agent, plus a wake.
+        changes = await store.history(limit=2 * len(fleet.agents) + 1000, since=started)
         published = await publish_and_alert(store, fleet, records, run_url, settings, logger, problems)
         if settings.reconcile_in_monitor:
             # After alerting, as one run does: a container that crashed is alerted as failed even
-            # when reconcile restarts it. The shards' transitions of this cycle say who went down.
-            turned = await store.history(limit=max(1000, 2 * len(fleet.agents)), since=started)
+            # when reconcile restarts it.
             budgets = await store.load_restart_budgets()
-            await reconcile_in_cycle(fleet, store, engine, docker, records, budgets, [], turned, run_url)
+            await reconcile_in_cycle(fleet, store, engine, docker, records, budgets, [], changes, run_url)
         rows = await table_rows(store, fleet, records)
         # The shards' counts, from what they committed: every probe sets last_checked.
         probed = sum(1 for r in records.values() if r.last_checked is not None and r.last_checked >= started)
-        marks = await store.state_marks(started)
-        changed = sum(1 for agent in marks.values() for at, _ in agent if at >= started)
+        changed = len(changes)
     if not published.error:  # the API just failed us: do not wait for it again
         # The cycle event says every agent was checked: not when a shard did not complete.
         payload = (
