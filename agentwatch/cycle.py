@@ -3,6 +3,7 @@ health policy, and describe the fleet. The Prefect flow orchestrates; this modul
 
 from __future__ import annotations
 
+from collections import UserList
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,9 +13,17 @@ from .models import AgentRecord, AgentState, ProbeResult
 from .policy import Evaluation, evaluate, is_due
 from .registry import AgentSpec, Registry
 
-__all__ = ["Departed", "FleetRow", "apply_results", "batched", "departed", "fleet_rows", "select_due"]
+__all__ = ["Departed", "FleetRow", "FleetRows", "apply_results", "batched", "departed", "fleet_rows", "select_due"]
 
 FleetRow = dict[str, Any]
+
+
+class FleetRows(UserList[FleetRow]):
+    """The fleet as rows, as a monitor run returns them: a list in all but its type (indexing,
+    iteration, len, == with a list, pickling).
+
+    Prefect walks a flow's return value for futures, through every list and dict: 0.46 s for
+    10,000 rows, a tenth of a cycle. A UserList is not a list, so it is returned as it is."""
 
 
 def select_due(

@@ -4,7 +4,7 @@ and what the Prefect server does with it.
 
     python bench/monitor_cycle.py [--sizes 100,1000,10000] [--cycles 3] [--batch-size B] [--concurrency C]
                                   [--batch-sizes 50,100,200] [--concurrencies 64,100] [--profile FILE]
-                                  [--flip K [--flip-back]] [--alerts]
+                                  [--flip K [--flip-back]] [--alerts] [--skip-httpx]
 
 For each fleet size N it serves N fake HTTP agents on 127.0.0.1 (agentwatch.demo.AgentServer, in a
 process of its own so it shares neither the event loop nor the CPU-time accounting of the monitor;
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import inspect
 import multiprocessing as mp
 import os
@@ -286,11 +287,15 @@ async def bare_loop(urls: list[str], concurrency: int, timeout: float) -> tuple[
 async def raw_loop(urls: list[str], concurrency: int, timeout: float) -> tuple[float, Counter[str]]:
     """The fastest raw client here (bench/probe_clients.py's floor: hand-written HTTP/1.1 on an
     asyncio Protocol, no checks), a fresh connection per GET as the monitor's probes open;
-    `concurrency` at a time, each within `timeout`; wall time and outcomes."""
+    `concurrency` at a time, each within `timeout`; wall time and outcomes. It runs on the loop
+    the monitor's probes run on (agentwatch.probes.loop: uvloop, in a thread of its own), the
+    fastest this machine has, so r(raw) compares like with like."""
     from probe_clients import raw_loop as floor  # bench/ is on sys.path: this script's directory
 
+    from agentwatch.probes.loop import in_probe_loop
+
     start = time.perf_counter()
-    outcomes = await floor(urls, concurrency, timeout)
+    outcomes = await in_probe_loop(floor(urls, concurrency, timeout))
     return time.perf_counter() - start, outcomes
 
 
@@ -311,6 +316,27 @@ class Timeline:
 
 
 TIMELINE = Timeline()
+
+
+class GcClock:
+    """Time the cyclic garbage collector spends in this process (every thread), from gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._tick)
+
+    def reset(self) -> None:
+        self.spent = 0.0
+
+    def _tick(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.spent += time.perf_counter() - self._began
+
+
+GC_CLOCK = GcClock()
 
 
 @dataclass(frozen=True)
@@ -702,7 +728,7 @@ class Bare:
 
     @property
     def median(self) -> float:
-        return statistics.median(self.walls)
+        return statistics.median(self.walls) if self.walls else float("nan")
 
     @property
     def timeouts(self) -> int:
@@ -729,6 +755,7 @@ class Cycle:
     flush: float
     settle: float
     monitor_cpu: float
+    gc_pause: float  # seconds the cyclic garbage collector ran in this process during the cycle
     agents_cpu: float
     server_cpu: float
     state: str
@@ -865,6 +892,7 @@ async def run_cycles(
 
             profiler = cProfile.Profile()
             profiler.enable()
+        GC_CLOCK.reset()
         start = time.perf_counter()
         try:
             state = await asyncio.wait_for(
@@ -873,6 +901,7 @@ async def run_cycles(
             )
         finally:
             wall = time.perf_counter() - start
+            gc_pause = GC_CLOCK.spent
             if profiler is not None:
                 profiler.disable()
                 dump_profile(profiler, Path(args.profile), n)
@@ -924,6 +953,7 @@ async def run_cycles(
             flush=flush,
             settle=settled,
             monitor_cpu=cpu1[0] - cpu0[0],
+            gc_pause=gc_pause,
             agents_cpu=cpu1[1] - cpu0[1],
             server_cpu=(cpu1[2] - cpu0[2]) if server_pid else float("nan"),
             state=state.type.value,
@@ -995,16 +1025,21 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path, server_pid: 
         print(f"\n== N={n} mix={dict(mix)} agents pid={agents_pid} port={port}", flush=True)
 
         bares = {c: Bare(c) for c in sorted(set(args.concurrencies) | set(args.ref_concurrency))}
+        if args.skip_httpx:  # the raw client only: the httpx loops take a minute at 10,000
+            bares = {c: Bare(c) for c in args.concurrencies}
+            for bare in bares.values():
+                bare.walls.append(float("nan"))
         raws = {c: Bare(c, client="raw") for c in args.concurrencies}
         runs_before = max(1, args.baseline_runs // 2)
-        for bare in [*bares.values(), *raws.values()]:  # with the Prefect server idle
+        loops = [*([] if args.skip_httpx else bares.values()), *raws.values()]
+        for bare in loops:  # with the Prefect server idle
             await run_bare(bare, urls, runs_before, pids, args.settle_max)
         for b in args.batch_sizes:
             for c in args.concurrencies:
                 db_path = workdir / f"state-{n}-{b}-{c}.db"
                 profile = bool(args.profile) and n == max(args.sizes) and not points
                 points.append(await run_cycles(n, b, c, registry_path, variants, db_path, pids, args, profile))
-        for bare in [*bares.values(), *raws.values()]:  # the same loops again after the cycles: drift shows here
+        for bare in loops:  # the same loops again after the cycles: drift shows here
             await run_bare(bare, urls, max(1, args.baseline_runs - runs_before), pids, args.settle_max)
         agents_rss = peak_rss_mib(agents_pid)
 
@@ -1068,7 +1103,8 @@ def print_tables(points: list[Point], sweep: bool) -> None:
         "steady: median of cycles 2..; bare s: median bare loop (one httpx client) at the same C; ratio = steady /\n"
         "  bare, ratio1 = cycle 1 / bare; best bare: the fastest bare loop at this N (median s @ its concurrency).\n"
         "raw s: median of the raw client (bench/probe_clients.py's floor: hand-written HTTP/1.1, a fresh connection\n"
-        "  per GET, no checks) at the same C over the same URLs; r(raw) = steady / raw s.\n"
+        "  per GET, no checks, on uvloop: the monitor's probe loop) at the same C over the same URLs; r(raw) = steady /\n"
+        "  raw s.\n"
         "t/o mon: rows whose reason is a probe timeout (cycle 1 / steady); t/o bare: timeouts in the last bare run\n"
         "  at the same C. Nothing here should time out (slowest agent answers in 0.3 s, timeout 2 s).\n"
         "RSS MiB: peak RSS of this bench process (monitor + Prefect client + bare loops; cumulative over the run);\n"
@@ -1124,6 +1160,7 @@ def print_tables(points: list[Point], sweep: bool) -> None:
         row(indent(name), lambda c, name=name: c.stages.get(name))
     row("= cycle wall", lambda c: c.wall)
     row("monitor CPU s", lambda c: c.monitor_cpu, ".2f")
+    row("  of it GC pauses s", lambda c: c.gc_pause, ".2f")
     row("server CPU s (in cyc)", lambda c: c.server_cpu, ".2f")
     row("agents CPU s", lambda c: c.agents_cpu, ".2f")
     row("server busy after s", lambda c: c.settle, ".1f")
@@ -1213,6 +1250,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="give the registry an alerts: section (one webhook route for every agent, group_threshold 5),\n"
         "so the raise-alerts step opens incidents and posts alert events",
+    )
+    parser.add_argument(
+        "--skip-httpx", action="store_true", help="time the raw client only, not the bare httpx loops (quicker)"
     )
     parser.add_argument("--cycle-timeout", type=float, default=900.0, help="give up on a cycle after this many s")
     parser.add_argument("--settle-max", type=float, default=90.0, help="max wait for the processes to go idle, s")

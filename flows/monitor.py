@@ -25,13 +25,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from agentwatch.cycle import FleetRows
 from agentwatch.docker import DockerEngine
 from agentwatch.errors import MonitorIncomplete
+from agentwatch.registry import Registry
 from agentwatch.render import fleet_summary
-from agentwatch.settings import get_settings
+from agentwatch.settings import Settings, get_settings
 from agentwatch.store import StateStore
 from flows.reconcile import reconcile_in_cycle
 from flows.registry_block import load_fleet
+from flows.runtime import old_heap_frozen
 from flows.shard import sharded_cycle
 from flows.steps import (
     check_agents,
@@ -48,9 +51,7 @@ __all__ = ["monitor_fleet"]
 
 
 @flow(name="monitor-fleet", log_prints=False, timeout_seconds=get_settings().monitor_timeout.total_seconds())
-async def monitor_fleet(
-    registry_path: str = "fleet.yaml", force: bool = False, shards: int = 1
-) -> list[dict[str, Any]]:
+async def monitor_fleet(registry_path: str = "fleet.yaml", force: bool = False, shards: int = 1) -> FleetRows:
     """One monitor cycle over the fleet in `registry_path`.
 
     Args:
@@ -58,17 +59,33 @@ async def monitor_fleet(
         force: Probe every agent now, even those whose interval or backoff has not run out.
         shards: Split the cycle into this many monitor-shard runs on the work pool (workers on any machines), each probing the agents whose id hashes to it; 1 runs the whole cycle in this run.
 
-    Returns the fleet as rows (id, state, since, failures, latency_ms, reason).
+    Returns the fleet as rows (id, state, since, failures, latency_ms, reason): a list in all but
+    type (agentwatch.cycle.FleetRows).
     """
     if shards < 1:
         raise ValueError(f"shards must be at least 1, not {shards}")
     if shards > 1:
-        return await sharded_cycle(registry_path, force, shards)
+        with old_heap_frozen():
+            return FleetRows(await sharded_cycle(registry_path, force, shards))
     logger = get_run_logger()
     settings = get_settings()
     run_id, run_url = str(flow_run.id or ""), flow_run.ui_url
     registry = await load_fleet(registry_path)
     problems: list[str] = []
+    with old_heap_frozen():
+        return await _cycle(registry, force, settings, logger, run_id, run_url, problems)
+
+
+async def _cycle(
+    registry: Registry,
+    force: bool,
+    settings: Settings,
+    logger: Any,
+    run_id: str,
+    run_url: str | None,
+    problems: list[str],
+) -> FleetRows:
+    """The cycle after the registry is loaded (the numbered steps of the module's docstring)."""
     async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
         fleet, docker = await discover(registry, engine, store, settings, logger)
         checked = await check_agents(fleet, docker, store, engine, settings, logger, run_id=run_id, force=force)
@@ -100,7 +117,7 @@ async def monitor_fleet(
         raise MonitorIncomplete(
             "states committed, but the Prefect API failed: " + "; ".join(problems) + ". Kept for the next run."
         )
-    return rows
+    return FleetRows(rows)
 
 
 if __name__ == "__main__":

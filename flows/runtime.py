@@ -10,12 +10,14 @@ and reports whether they finished; `exit_now` ends the process without waiting f
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["bounded_client_retries", "exit_now", "run_bounded"]
+__all__ = ["bounded_client_retries", "exit_now", "old_heap_frozen", "run_bounded"]
 
 T = TypeVar("T")
 _abandoned = False
@@ -56,3 +58,21 @@ def exit_now(code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+@contextlib.contextmanager
+def old_heap_frozen() -> Iterator[None]:
+    """Within: the cyclic garbage collector skips every object that existed on entry (Prefect's
+    modules, the registry, the client's caches), and walks only what the cycle itself makes.
+
+    A full collection walks every tracked object of the process: with Prefect and a 10,000-agent
+    registry loaded, the collections set off by one cycle's allocations took 0.7 s of its 3.8 s
+    of CPU (bench/monitor_cycle.py, "GC pauses"). The frozen objects are not lost: reference
+    counting still frees them, and on exit they go back to the collector's oldest generation (a
+    cycle among them is collected then). Nested or overlapping uses only end the skipping early.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

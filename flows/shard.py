@@ -41,6 +41,7 @@ from agentwatch.shards import Shard
 from agentwatch.store import StateStore
 from flows.reconcile import reconcile_in_cycle
 from flows.registry_block import load_fleet, read_text, snapshot
+from flows.runtime import old_heap_frozen
 from flows.steps import (
     check_agents,
     cycle_payload,
@@ -80,12 +81,16 @@ async def monitor_shard(
     run_id, run_url = str(flow_run.id or ""), flow_run.ui_url
     registry = await load_fleet(registry_path)
     problems: list[str] = []
-    async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
-        fleet, docker = await discover(registry, engine, store, settings, logger)
-        checked = await check_agents(
-            fleet, docker, store, engine, settings, logger, run_id=run_id, force=force, shard=part
-        )
-        await drift_step(store, checked.fleet, checked.results, run_url, settings, logger, problems)
+    with old_heap_frozen():  # flows/runtime.py: the collector walks only what the cycle makes
+        async with (
+            DockerEngine.from_settings(settings) as engine,
+            StateStore(settings.resolved_database_url()) as store,
+        ):
+            fleet, docker = await discover(registry, engine, store, settings, logger)
+            checked = await check_agents(
+                fleet, docker, store, engine, settings, logger, run_id=run_id, force=force, shard=part
+            )
+            await drift_step(store, checked.fleet, checked.results, run_url, settings, logger, problems)
     late = late_events(checked.late(), fleet)
     if late:
         try:
@@ -175,9 +180,9 @@ async def _run_shard(reference: str, index: int, shards: int, force: bool, wait:
 
 async def _shard_problem(part: Shard, run: FlowRun | BaseException, logger: Any) -> str | None:
     """None when the shard run completed; else what went wrong, said once (a run still going is cancelled)."""
-    if isinstance(run, BaseException):
-        logger.error("%s was not started: %s: %s", part, type(run).__name__, run)
-        return f"{part} not started: {type(run).__name__}: {run}"
+    if isinstance(run, BaseException):  # from creating the run, or from reading its state while it ran
+        logger.error("%s was not started, or its run could not be followed: %s: %s", part, type(run).__name__, run)
+        return f"{part} not started or not followed: {type(run).__name__}: {run}"
     state = run.state
     if state is not None and state.is_completed():
         return None

@@ -145,18 +145,22 @@ async def check_agents(
     records = {**records, **{r.agent_id: r for r in heartbeat.woken.saved}}
     due = select_due(own, records, started, force=force)
     batches = batched(due, settings.batch_size)
-    per_batch = max(1, min(settings.batch_size, settings.probe_concurrency // max(1, len(batches))))
+    # One semaphore for the cycle: its probe concurrency shared by all batches, so a batch waiting
+    # on slow targets leaves its slots to the others (a split of 64 slots over 50 batches left one
+    # slot each, and slow agents held up their batch: bench/monitor_cycle.py).
+    slots = asyncio.Semaphore(settings.probe_concurrency)
     of = "" if shard.whole else f" ({shard})"
     logger.info("Probing %d of %d agents in %d batch(es)%s", len(due), len(own.agents), len(batches), of)
     results = await asyncio.gather(
         *(
             probe_batch(
                 unvisited(batch),
-                per_batch,
+                min(settings.batch_size, settings.probe_concurrency),
                 settings.max_body_bytes,
                 label=f"{i + 1}-of-{len(batches)}",
                 beats=unvisited(heartbeat.snapshot),
                 docker=unvisited(engine),
+                slots=unvisited(slots),
             )
             for i, batch in enumerate(batches)
         )

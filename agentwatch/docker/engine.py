@@ -11,6 +11,7 @@ and an engine that cannot be reached becomes EngineUnavailable, never an agent f
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -49,7 +50,9 @@ class DockerEngine:
         self._max_workers = max_workers
         self._client: docker.DockerClient | None = None
         self._failure: EngineUnavailable | None = None
-        self._lock = asyncio.Lock()
+        # A thread lock, not an asyncio one: the engine is used from the flow's loop and from the
+        # probe loop (agentwatch.probes.loop), and an asyncio lock belongs to one loop.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerEngine:
@@ -65,7 +68,13 @@ class DockerEngine:
         return self.base_url or "the local socket"
 
     async def _connect(self) -> docker.DockerClient:
-        async with self._lock:
+        if self._client is not None:
+            return self._client
+        return await self._in_thread(self._connect_once)
+
+    def _connect_once(self) -> docker.DockerClient:
+        """The client, made on the first call (in a pool thread); the others wait for it."""
+        with self._lock:
             if self._client is not None:
                 return self._client
             if self._failure is not None:  # one failed connection per engine: do not retry per agent
@@ -75,12 +84,8 @@ class DockerEngine:
                 env["DOCKER_HOST"] = self.base_url
             try:
                 # version="auto" asks the engine for its API version: a round trip that proves it answers.
-                self._client = await self._in_thread(
-                    docker.from_env,
-                    version="auto",
-                    timeout=self.timeout,
-                    max_pool_size=self._max_workers,
-                    environment=env,
+                self._client = docker.from_env(
+                    version="auto", timeout=self.timeout, max_pool_size=self._max_workers, environment=env
                 )
             except (DockerException, requests.RequestException, OSError) as exc:
                 self._failure = EngineUnavailable(f"{UNREACHABLE} at {self.where}: {exc}")

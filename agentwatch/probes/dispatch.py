@@ -174,8 +174,13 @@ async def probe_many(
     beats: BeatSnapshot | None = None,
     docker: ContainerInspector | None = None,
     fast_http: FastHttp | None = None,
+    slots: asyncio.Semaphore | None = None,
 ) -> list[ProbeResult]:
     """Check every agent concurrently, at most `concurrency` at once; results in input order.
+
+    `slots`, when given, bounds the checks instead: one semaphore shared by every batch of a cycle
+    keeps the whole cycle at its probe concurrency, and a batch with slow targets does not hold
+    slots another batch could use (`concurrency` then only sizes the httpx pool).
 
     Creates and closes one shared httpx client when `http` is None, and then also the fast client
     http agents are checked with (agentwatch.probes.fasthttp: a fresh connection per agent); given
@@ -187,7 +192,7 @@ async def probe_many(
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    slots = asyncio.Semaphore(concurrency)
+    gate = slots if slots is not None else asyncio.Semaphore(concurrency)
     async with AsyncExitStack() as stack:
         if http is None:
             http = await stack.enter_async_context(make_http_client(concurrency))
@@ -197,7 +202,7 @@ async def probe_many(
         fast = fast_http
 
         async def one(agent: AgentSpec) -> ProbeResult:
-            async with slots:
+            async with gate:
                 try:
                     return await run_probe(
                         agent, http=client, max_body_bytes=max_body_bytes, beats=beats, docker=docker, fast_http=fast

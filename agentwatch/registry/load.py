@@ -7,7 +7,11 @@ half-loaded.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
+import gc
+import hashlib
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,18 @@ from ..settings import get_settings
 from .references import raw_reference_problems, reference_problems
 from .specs import Registry
 
-__all__ = ["load_registry", "parse_registry", "read_registry_text", "validate_registry"]
+__all__ = ["clear_registry_cache", "load_registry", "parse_registry", "read_registry_text", "validate_registry"]
+
+# The last registry parsed from each of the last few sources, with the sha256 of its text: the
+# monitor loads the same file every cycle, and a 10,000-agent file costs seconds to parse and
+# validate. A Registry is frozen and nothing mutates its lists and dicts after load, so one object
+# is handed to every caller. A new text from a source replaces its entry (an edited file leaves no
+# stale registry behind); a 10,000-agent Registry holds about 30 MB, so beyond CACHE_AGENTS agents
+# in all the oldest entries go (the newest is always kept).
+CACHE_SIZE = 4
+CACHE_AGENTS = 100_000
+_cache: OrderedDict[str, tuple[str, Registry]] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def load_registry(path: str | Path, max_bytes: int | None = None) -> Registry:
@@ -72,10 +87,42 @@ def parse_registry(text: str, source: str = "<registry>", max_bytes: int | None 
     An empty document, or one without an `agents:` list, is refused rather than read as a fleet of
     no agents: a truncated or blanked file must not make the monitor forget every agent. A fleet
     with no agents says so: `agents: []`.
+
+    The same text from the same source parsed again in this process returns the same Registry
+    object without parsing it again (the last text of each of the last CACHE_SIZE sources is
+    kept); a rejected text is never kept, so it is rejected, with every problem, each time.
     """
     cap = get_settings().registry_max_bytes if max_bytes is None else max_bytes
-    if len(text) > cap or len(text.encode("utf-8")) > cap:
+    if len(text) > cap:
         raise RegistryError(source, [_too_large(source, cap)])
+    data = text.encode("utf-8")
+    if len(data) > cap:
+        raise RegistryError(source, [_too_large(source, cap)])
+    digest = hashlib.sha256(data).hexdigest()
+    with _cache_lock:
+        kept = _cache.get(source)
+        if kept is not None and kept[0] == digest:
+            _cache.move_to_end(source)
+            return kept[1]
+    with _collector_paused():
+        registry = _parse(text, source)
+    with _cache_lock:
+        _cache[source] = (digest, registry)
+        _cache.move_to_end(source)
+        while len(_cache) > CACHE_SIZE or (
+            len(_cache) > 1 and sum(len(r.agents) for _, r in _cache.values()) > CACHE_AGENTS
+        ):
+            _cache.popitem(last=False)
+    return registry
+
+
+def clear_registry_cache() -> None:
+    """Forget every registry parse_registry kept (tests, benchmarks)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _parse(text: str, source: str) -> Registry:
     try:
         # The C loader (libyaml) parses a 10,000-agent registry several times faster.
         raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -86,6 +133,32 @@ def parse_registry(text: str, source: str = "<registry>", max_bytes: int | None 
     if not isinstance(raw, dict):
         raise RegistryError(source, [Problem(None, "", "the top level must be a mapping with an `agents:` list")])
     return validate_registry(raw, source)
+
+
+_collector_lock = threading.Lock()
+_collector_holders = 0
+_collector_was_enabled = False
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a registry is built: the YAML document and the
+    models are hundreds of thousands of new containers, none of them garbage, and the collections
+    they set off (each a walk over every object of the process) took half of a cold parse.
+    Reference counting goes on; the collector is back on when the last parse in progress ends."""
+    global _collector_holders, _collector_was_enabled
+    with _collector_lock:
+        if _collector_holders == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _collector_holders += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_holders -= 1
+            if _collector_holders == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 def validate_registry(raw: dict[str, Any], source: str = "<registry>") -> Registry:

@@ -134,9 +134,18 @@ class AgentSpec(PolicyOverrides):
             return f"placeholder endpoint {self.probe.http.url!r}"
         return None
 
-    def with_policy(self, defaults: dict[str, Any]) -> AgentSpec:
+    def with_policy(self, defaults: dict[str, Any], policies: dict[Any, Policy] | None = None) -> AgentSpec:
+        """This agent with its policy resolved against `defaults`. `policies` (a dict the caller
+        keeps for one registry) shares one Policy among agents whose fields are equal: it is frozen
+        and holds only ints and timedeltas."""
         merged = {**defaults, **self.given()}
-        return self.model_copy(update={"policy": Policy(**merged)})
+        if policies is None:
+            return self.model_copy(update={"policy": Policy(**merged)})
+        key = frozenset((k, type(v), v) for k, v in merged.items())
+        policy = policies.get(key)
+        if policy is None:
+            policy = policies[key] = Policy(**merged)
+        return self.model_copy(update={"policy": policy})
 
 
 class Registry(Strict):
@@ -158,7 +167,8 @@ class Registry(Strict):
     @model_validator(mode="after")
     def _resolve(self) -> Registry:
         defaults = self.defaults.given()
-        resolved = [a.with_policy(defaults) for a in self.agents]
+        policies: dict[Any, Policy] = {}
+        resolved = [a.with_policy(defaults, policies) for a in self.agents]
         object.__setattr__(self, "agents", resolved)
         return self
 

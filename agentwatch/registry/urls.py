@@ -7,6 +7,7 @@ can use it without importing anything above the registry.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +36,10 @@ _QUERY_PARAM = re.compile(r"([?&;])([^=&#\s'\"<>]+)=([^&#\s'\"<>]*)")
 # RFC 9110 token (header names) and a host: a DNS name, IPv4 or bracketed IPv6 address.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+# Whitespace (str.isspace: `\s` matches the same code points, all 0x110000 checked) or a control.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+# A header value with nothing header_value_problem objects to in its characters: tab, printable ASCII.
+_PLAIN_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def redact_url(text: str) -> str:
@@ -62,24 +67,30 @@ def is_placeholder(endpoint: str) -> bool:
 def url_problem(url: str) -> None:
     """Raise ValueError saying what makes `url` unusable for an http probe; the message never
     quotes its credentials."""
-    shown = redact_url(url)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise ValueError(f"URL contains whitespace or a control character: {shown!r}")
+    _url_problem(url)
+
+
+# A pure function of the string, so a URL is checked once per process (httpx.URL is most of the
+# cost of loading a registry's agents); lru_cache keeps no exception, so a bad URL raises anew.
+@functools.lru_cache(maxsize=65536)
+def _url_problem(url: str) -> None:
+    if _SPACE_OR_CONTROL.search(url):
+        raise ValueError(f"URL contains whitespace or a control character: {redact_url(url)!r}")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port out of 0-65535 or not a number
     except ValueError as exc:
-        raise ValueError(f"not a valid URL ({exc}): {shown!r}") from None
+        raise ValueError(f"not a valid URL ({exc}): {redact_url(url)!r}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {shown!r}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
     if not parts.hostname:
-        raise ValueError(f"URL has no host: {shown!r}")
+        raise ValueError(f"URL has no host: {redact_url(url)!r}")
     if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"URL port must be 1-65535: {shown!r}")
+        raise ValueError(f"URL port must be 1-65535: {redact_url(url)!r}")
     try:
         httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
-        raise ValueError(f"not a valid URL ({redact_url(str(exc))}): {shown!r}") from None
+        raise ValueError(f"not a valid URL ({redact_url(str(exc))}): {redact_url(url)!r}") from None
 
 
 def check_url(v: str) -> str:
@@ -90,6 +101,8 @@ def check_url(v: str) -> str:
 
 def header_value_problem(value: str) -> str | None:
     """What makes `value` unsendable as an HTTP header value, without quoting it."""
+    if _PLAIN_HEADER_VALUE.fullmatch(value) and value == value.strip(" \t"):
+        return None  # the common case, without the loop below (which names the first bad character)
     for i, ch in enumerate(value):
         if ch in "\r\n":
             return f"contains a line break (character {i + 1}; a YAML `|` block ends in one: use `|-`)"

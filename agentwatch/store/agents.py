@@ -130,7 +130,27 @@ def transition_of(row: Any) -> Transition:
 
 
 def _values(record: AgentRecord) -> dict[str, Any]:
-    return {f: column_value(getattr(record, f)) for f in _RECORD_FIELDS}
+    """The columns of `record` (_RECORD_FIELDS), written out: a commit makes one per agent, and the
+    generic `column_value` over each field cost a quarter of a 10,000-agent commit."""
+    return {
+        "state": record.state.value,
+        "since": _instant(record.since),
+        "reason": record.reason,
+        "failures": record.failures,
+        "successes": record.successes,
+        "first_seen": _instant(record.first_seen),
+        "last_checked": _instant(record.last_checked),
+        "next_check": _instant(record.next_check),
+        "latency_ms": record.latency_ms,
+        "paused": record.paused,
+        "paused_until": _instant(record.paused_until),
+        "sticky": record.sticky,
+    }
+
+
+def _instant(value: datetime | None) -> datetime | None:
+    """As `column_value` stores an instant (in UTC), without its checks for an instant already in UTC."""
+    return value if value is None or value.tzinfo is UTC else column_value(value)
 
 
 def _record(row: Any) -> AgentRecord:

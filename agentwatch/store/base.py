@@ -167,10 +167,10 @@ def rows_for(conn: Connection, table: sa.Table, ids: Iterable[str] | None) -> li
     """Every row of `table`, or those of the agent ids given (in chunks: IN lists have limits)."""
     query = sa.select(table)
     if ids is None:
-        return list(conn.execute(query))
+        return list(conn.execute(query).all())  # one fetch, not a driver call per row
     rows: list[Any] = []
     for chunk in chunks(list(ids)):
-        rows.extend(conn.execute(query.where(table.c.agent_id.in_(chunk))))
+        rows.extend(conn.execute(query.where(table.c.agent_id.in_(chunk))).all())
     return rows
 
 
@@ -220,7 +220,7 @@ def lock_rows(conn: Connection, table: sa.Table, key: sa.Column[Any], keys: Iter
     query = sa.select(*(columns or (key,)))
     rows: list[Any] = []
     for chunk in chunks(sorted(set(keys))):
-        rows.extend(conn.execute(query.where(key.in_(chunk)).order_by(key).with_for_update()))
+        rows.extend(conn.execute(query.where(key.in_(chunk)).order_by(key).with_for_update()).all())
     return rows
 
 

@@ -83,19 +83,37 @@ def compare_and_swap(conn: Connection, table: sa.Table, swaps: Sequence[Swap], n
         for (agent_id,) in inserted:
             landed[new[agent_id]] = True
     if changed:
-        update = (
-            table.update()
-            .where(table.c.agent_id == sa.bindparam("b_id"), table.c.version == sa.bindparam("b_v"))
-            .values({column: sa.bindparam(f"n_{column}") for column in _row(changed[0], stamp)})
-        )
-        conn.execute(
-            update,
-            [
-                {"b_id": s.agent_id, "b_v": s.version, **{f"n_{k}": v for k, v in _row(s, stamp).items()}}
-                for s in sorted(changed, key=lambda s: s.agent_id)
-            ],
-        )
+        _update_many(conn, table, sorted(changed, key=lambda s: s.agent_id), stamp)
     return landed
+
+
+def _update_many(conn: Connection, table: sa.Table, swaps: Sequence[Swap], stamp: Any) -> None:
+    """UPDATE each swap's row WHERE agent_id and version are as read: one executemany."""
+    columns = list(_row(swaps[0], stamp))
+    if conn.dialect.name == "sqlite":
+        # The statement written once and each value bound by the dialect's own processor, handed
+        # to the driver's executemany: SQLAlchemy's per-row parameter work took 0.35 s of a 0.4 s
+        # commit of 10,000 agents; the driver alone takes 0.05 s (bench/store_backends.py).
+        quote = conn.dialect.identifier_preparer.quote
+        processors = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
+        sets = ", ".join(f"{quote(c)} = ?" for c in columns)
+        sql = f"UPDATE {quote(table.name)} SET {sets} WHERE agent_id = ? AND version = ?"
+        rows = []
+        for swap in swaps:
+            row = _row(swap, stamp)
+            values = [row[c] if p is None else p(row[c]) for c, p in zip(columns, processors, strict=True)]
+            rows.append((*values, swap.agent_id, swap.version))
+        conn.exec_driver_sql(sql, rows)
+        return
+    update = (
+        table.update()
+        .where(table.c.agent_id == sa.bindparam("b_id"), table.c.version == sa.bindparam("b_v"))
+        .values({column: sa.bindparam(f"n_{column}") for column in columns})
+    )
+    conn.execute(
+        update,
+        [{"b_id": s.agent_id, "b_v": s.version, **{f"n_{k}": v for k, v in _row(s, stamp).items()}} for s in swaps],
+    )
 
 
 def _row(swap: Swap, stamp: Any) -> dict[str, Any]:

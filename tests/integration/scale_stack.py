@@ -14,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
+import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -74,6 +78,26 @@ class ScaleStack:
         with temporary_settings({PREFECT_API_URL: self.api_url}):
             yield
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one of the stack's processes (redis, server, services), by the pid `start` recorded."""
+        os.kill(int((self.run_dir / "pids" / f"{name}.pid").read_text()), signal.SIGKILL)
+
+    def start_again(self, timeout: float = 300.0) -> None:
+        """`scripts/scale-stack.sh start` on this stack again, as it was started (its run directory,
+        ports, database and role; never fresh): it starts what died and only checks the rest."""
+        env = {
+            **os.environ,
+            "SCALE_STACK_DIR": str(self.run_dir),
+            "SCALE_STACK_PORT": str(urlsplit(self.api_url).port),
+            "SCALE_STACK_REDIS_PORT": str(urlsplit(self.redis_url).port),
+            "SCALE_STACK_DATABASE": self.server_env["SCALE_STACK_DATABASE"],
+            "SCALE_STACK_POSTGRES_URL": self.postgres_url,
+            "SCALE_STACK_API_WORKERS": self.server_env.get("SCALE_STACK_API_WORKERS", "1"),
+            "SCALE_STACK_FRESH": "0",
+        }
+        done = _run("start", env, timeout)
+        assert done.returncode == 0, f"scripts/scale-stack.sh start exited {done.returncode}:\n{done.stderr[-3000:]}"
+
     def log(self, name: str = "server", lines: int = 40) -> str:
         """The last `lines` of one of the stack's logs (server, services, redis, migrate, postgres)."""
         path = self.run_dir / "logs" / f"{name}.log"
@@ -86,7 +110,7 @@ def _run(command: str, env: dict[str, str], timeout: float) -> subprocess.Comple
     )
 
 
-def _unavailable(message: str) -> NoReturn:
+def unavailable(message: str) -> NoReturn:
     message = f"NO SCALE STACK (PostgreSQL + Redis Prefect server): {message}"
     if os.environ.get(REQUIRE):
         pytest.fail(f"{message}\n{REQUIRE} is set, so this is a failure.", pytrace=False)
@@ -111,11 +135,11 @@ def running_scale_stack(run_dir: Path, **knobs: str) -> Iterator[ScaleStack]:
         done = _run("start", env, START_TIMEOUT)
     except subprocess.TimeoutExpired:
         _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
-        _unavailable(f"scripts/scale-stack.sh start did not finish within {START_TIMEOUT:g}s")
+        unavailable(f"scripts/scale-stack.sh start did not finish within {START_TIMEOUT:g}s")
     if done.returncode != 0:
         _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
         tail = "\n".join(done.stderr.splitlines()[-15:])
-        _unavailable(f"scripts/scale-stack.sh start exited {done.returncode}:\n{tail}")
+        unavailable(f"scripts/scale-stack.sh start exited {done.returncode}:\n{tail}")
     server_env = read_env_file(run_dir / "server.env")
     client_env = read_env_file(run_dir / "client.env")
     stack = ScaleStack(
@@ -134,6 +158,76 @@ def running_scale_stack(run_dir: Path, **knobs: str) -> Iterator[ScaleStack]:
         stopped = _run("stop", {**env, "SCALE_STACK_DROP": "1"}, 120)
         if stopped.returncode != 0:
             warnings.warn(f"scale stack teardown: {stopped.stderr[-2000:]}", stacklevel=1)
+
+
+_PROXY = r"""
+import asyncio, sys
+
+PORT, HOST, TARGET = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(reader, writer):
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(HOST, TARGET)
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", PORT, reuse_address=True)
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1:`port` to `host`:`target`, a process of its own (its own session):
+    put in front of a server, `kill()` (SIGKILL) cuts every connection through it and refuses new
+    ones, as a dead link or a dead server would, while the server itself keeps serving its other
+    clients; `start()` again brings the link back on the same port."""
+
+    host: str
+    target: int
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        command = [sys.executable, "-c", _PROXY, str(self.port), self.host, str(self.target)]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            assert self.process.poll() is None, f"the TCP proxy exited {self.process.returncode}"
+            assert time.monotonic() < deadline, f"the TCP proxy does not listen on 127.0.0.1:{self.port}"
+            time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, by pid."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session", name="scale_stack")

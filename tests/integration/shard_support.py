@@ -78,14 +78,29 @@ class Workers:
         return self.home / f"{name}.log"
 
     def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
         for name in self.names:
-            command = [PREFECT, "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-            command += ["--name", name, "--limit", "1"]
-            with self.log(name).open("wb") as out:
-                self.processes[name] = subprocess.Popen(
-                    command, cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                )
+            self.start_one(name)
+
+    def start_one(self, name: str) -> None:
+        """Start the worker `name` (again: a worker that died is replaced; its log is appended to)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [PREFECT, "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+        command += ["--name", name, "--limit", "1"]
+        with self.log(name).open("ab") as out:
+            self.processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def holding(self, pid: int) -> str | None:
+        """The worker that started `pid` (a flow run's process: a descendant of the worker's)."""
+        ours = {p.pid: name for name, p in self.processes.items()}
+        while pid > 1 and pid not in ours:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                return None
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid, after "(comm) state"
+        return ours.get(pid)
 
     def output(self, name: str) -> str:
         return self.log(name).read_text(errors="replace")

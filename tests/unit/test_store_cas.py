@@ -4,7 +4,7 @@ read at, and the helper says which writes landed, in their order (on SQLite and 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import pytest_asyncio
@@ -110,3 +110,20 @@ async def test_a_batch_of_thousands_is_chunked(db: Db) -> None:
     assert await db.cas(mixed, T0 + timedelta(seconds=1)) == expected
     stored = await db.rows()
     assert len(stored) == 1200 - sum(1 for i in range(1200) if i % 3 and not i % 2)
+
+
+async def test_an_update_stores_exactly_what_an_insert_stores(db: Db) -> None:
+    """On SQLite the UPDATE goes to the driver with the dialect's own value processors (the fast
+    path of a cycle's commit): what it stores must be what SQLAlchemy's INSERT stores, byte for
+    byte, or comparisons on the stored text (`since >= ...`) and reads would drift."""
+    odd = datetime(2025, 3, 1, 12, 0, 0, 7, tzinfo=UTC)  # microseconds, and an offset instant below
+    row = {"since": odd, "changes": 3, "notified_at": odd.astimezone(timezone(timedelta(hours=5)))}
+    assert await db.cas([Swap("a", 0, row), Swap("b", 0, values(1))], T0) == [True, True]
+    assert await db.cas([Swap("b", 1, row)], T0) == [True]  # an UPDATE of b to a's values
+
+    def raw(conn: Connection) -> dict[str, tuple[object, ...]]:
+        columns = "since, changes, notified_at, updated_at"
+        return {r[0]: tuple(r[1:]) for r in conn.exec_driver_sql(f"SELECT agent_id, {columns} FROM flap_state")}
+
+    stored = await db.run(raw)
+    assert stored["a"] == stored["b"], stored  # type: ignore[index]
