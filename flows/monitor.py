@@ -50,7 +50,14 @@ from flows.steps import (
 __all__ = ["monitor_fleet"]
 
 
-@flow(name="monitor-fleet", log_prints=False, timeout_seconds=get_settings().monitor_timeout.total_seconds())
+# persist_result=False: the cycle's record is the state store and the fleet table artifact; the
+# rows it returns (FleetRows, not JSON-serialisable as they are) are for a caller in the process.
+@flow(
+    name="monitor-fleet",
+    log_prints=False,
+    timeout_seconds=get_settings().monitor_timeout.total_seconds(),
+    persist_result=False,
+)
 async def monitor_fleet(registry_path: str = "fleet.yaml", force: bool = False, shards: int = 1) -> FleetRows:
     """One monitor cycle over the fleet in `registry_path`.
 

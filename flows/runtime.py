@@ -14,6 +14,7 @@ import contextlib
 import gc
 import os
 import sys
+import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -60,6 +61,11 @@ def exit_now(code: int) -> None:
         os._exit(code)
 
 
+_freeze_lock = threading.Lock()
+_freeze_holders = 0
+_froze = False  # whether the outermost holder froze (it does not when someone else already had)
+
+
 @contextlib.contextmanager
 def old_heap_frozen() -> Iterator[None]:
     """Within: the cyclic garbage collector skips every object that existed on entry (Prefect's
@@ -68,11 +74,22 @@ def old_heap_frozen() -> Iterator[None]:
     A full collection walks every tracked object of the process: with Prefect and a 10,000-agent
     registry loaded, the collections set off by one cycle's allocations took 0.7 s of its 3.8 s
     of CPU (bench/monitor_cycle.py, "GC pauses"). The frozen objects are not lost: reference
-    counting still frees them, and on exit they go back to the collector's oldest generation (a
-    cycle among them is collected then). Nested or overlapping uses only end the skipping early.
+    counting still frees them, and when the last cycle of the process ends they go back to the
+    collector's oldest generation (a cycle among them is collected then). Overlapping cycles in one
+    process share the freeze; a process that froze its heap itself is left as it is.
     """
-    gc.freeze()
+    global _freeze_holders, _froze
+    with _freeze_lock:
+        if _freeze_holders == 0:
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
+        _freeze_holders += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _freeze_lock:
+            _freeze_holders -= 1
+            if _freeze_holders == 0 and _froze:
+                gc.unfreeze()
+                _froze = False

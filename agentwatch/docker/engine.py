@@ -78,7 +78,9 @@ class DockerEngine:
             if self._client is not None:
                 return self._client
             if self._failure is not None:  # one failed connection per engine: do not retry per agent
-                raise self._failure
+                # A new exception each time: one object raised from many threads would gather a
+                # traceback entry per raise (and race on it).
+                raise EngineUnavailable(str(self._failure)) from self._failure.__cause__
             env = environment()
             if self.base_url:
                 env["DOCKER_HOST"] = self.base_url

@@ -8,12 +8,11 @@ clients side by side; docs/decisions.md "HTTP clients"). A GET here:
   and port for the client's life, and one that closes before answering is replaced once;
 - verifies TLS (the context given, else `default_tls_context()`: certifi's bundle, as httpx's
   `verify=True`), ALPN http/1.1; the verified peer certificate is `Exchange.tls_object`'s;
-- follows no redirect (a 3xx is the answer), uses no proxy (it never reads the environment), no
-  cookie, and no timeout of its own: the caller bounds each exchange (run_probe's
-  `asyncio.timeout`), and a cancelled exchange closes its connection;
+- follows no redirect, uses no proxy, no cookie, no timeout of its own (run_probe's
+  `asyncio.timeout` bounds each exchange; a cancelled one closes its connection);
 - sends Host, Accept, Accept-Encoding, Connection and User-Agent unless the caller's headers name
-  them (case-insensitively); user info in the URL becomes Basic authorization, as with httpx;
-- reads the answer with `http1.ResponseParser`, the body up to the cap given.
+  them; user info in the URL becomes Basic authorization, as with httpx; reads the answer with
+  `http1.ResponseParser`, the body up to the cap given.
 
 Failures: OSError from the socket or TLS (refused, reset, certificate, DNS); BadAnswer for an
 answer that breaks HTTP/1.1, worded as httpx words it; ValueError for unsendable headers.
@@ -301,8 +300,7 @@ class FastHttp:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """Close every kept connection."""
+    async def aclose(self) -> None:  # close every kept connection
         self.closed = True
         for conns in self._idle.values():
             for conn in conns:
@@ -311,9 +309,11 @@ class FastHttp:
         self._n_idle = 0
 
     def request(self, url: httpx.URL, headers: Mapping[str, str] | None = None) -> Request:
-        """The GET of `url` with `headers`; ValueError (worded UNSENDABLE) when a header cannot
-        be sent as it is, or for a URL that is not http(s)."""
-        return _request(url, tuple((headers or {}).items()), self.keepalive)
+        """The GET of `url` with `headers`; ValueError for an unsendable header or a non-http(s) URL."""
+        pairs = tuple((headers or {}).items())
+        if url.userinfo or any(name.lower() != "accept-encoding" for name, _ in pairs):
+            return Request(url, dict(pairs), self.keepalive)  # credentials are not kept past the call
+        return _request(url, pairs, self.keepalive)
 
     def send(self, request: Request, cap: int = 65536) -> Exchange:
         return Exchange(self, request, cap)
@@ -355,11 +355,11 @@ class FastHttp:
             conn.close(abort=failed)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=16384)
 def _request(url: httpx.URL, headers: tuple[tuple[str, str], ...], keepalive: bool) -> Request:
-    """The Request for a URL and headers, made once per distinct pair (the monitor GETs every
-    agent's same URL with the same headers each cycle; building the bytes took 30 us a probe).
-    A Request is never changed once made; one that cannot be sent raises each time (not kept)."""
+    """The Request for a URL without credentials, made once per distinct URL (the monitor GETs
+    every agent's URL each cycle; building the bytes took 30 us a probe; about 1 KB each). A
+    Request is never changed once made; one that cannot be sent raises each time (not kept)."""
     return Request(url, dict(headers), keepalive)
 
 

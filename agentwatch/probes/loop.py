@@ -8,7 +8,8 @@ imported), so the probes get one of their own instead: one daemon thread per pro
 loop, started on first use and reused by every batch of every cycle.
 
 `in_probe_loop(coro)` runs `coro` there and awaits it from the caller's loop. Cancelling the
-caller (a flow timeout, a cancelled run) cancels `coro`. What a probe uses must not be bound to
+caller (a flow timeout, a cancelled run) cancels `coro`, and the caller waits (bounded) until it
+has ended. What a probe uses must not be bound to
 the caller's loop: the probes make their HTTP clients inside `probe_many`, and the Docker engine
 (agentwatch.docker.DockerEngine) works from any loop.
 """
@@ -16,6 +17,8 @@ the caller's loop: the probes make their HTTP clients inside `probe_many`, and t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -35,7 +38,11 @@ except ImportError:  # pragma: no cover - uvloop is a dependency
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
 _owner = 0  # the process that started the thread: a forked child starts its own
+# How long a cancelled caller waits for its probes to finish cancelling (closing their sockets,
+# killing their commands) before it goes on, e.g. to close the Docker engine they may still use.
+CANCEL_GRACE_S = 5.0
 
 
 def loop_kind() -> str:
@@ -44,27 +51,59 @@ def loop_kind() -> str:
 
 
 def probe_loop() -> asyncio.AbstractEventLoop:
-    """The process's probe loop, running in its own daemon thread (started on first call)."""
-    global _loop, _owner
+    """The process's probe loop, running in its own daemon thread (started on first call, and
+    again if the thread ever ended: a loop nobody runs would hang every later caller)."""
+    global _loop, _thread, _owner
     with _lock:
-        if _loop is None or _owner != os.getpid() or _loop.is_closed():
+        if _loop is None or _thread is None or _owner != os.getpid() or not _thread.is_alive():
             loop = _new_loop()
             started = threading.Event()
 
             def run() -> None:
                 asyncio.set_event_loop(loop)
                 loop.call_soon(started.set)
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
 
-            threading.Thread(target=run, name="agentwatch-probe-loop", daemon=True).start()
+            thread = threading.Thread(target=run, name="agentwatch-probe-loop", daemon=True)
+            thread.start()
             started.wait()
-            _loop, _owner = loop, os.getpid()
+            _loop, _thread, _owner = loop, thread, os.getpid()
         return _loop
 
 
 async def in_probe_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on the probe loop and return its result (or raise its exception) here."""
+    """Run `coro` on the probe loop and return its result (or raise its exception) here.
+
+    Cancelled here, it cancels `coro` and waits (at most CANCEL_GRACE_S) until `coro` has ended,
+    so that nothing it holds is closed under it."""
     loop = probe_loop()
     if asyncio.get_running_loop() is loop:
         return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+    result: concurrent.futures.Future[T] = concurrent.futures.Future()
+    ended = threading.Event()
+    task: list[asyncio.Task[T]] = []
+
+    def settle(done: asyncio.Task[T]) -> None:
+        ended.set()
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # the caller gave up
+            if done.cancelled():
+                result.cancel()
+            elif (exc := done.exception()) is not None:
+                result.set_exception(exc)
+            else:
+                result.set_result(done.result())
+
+    def start() -> None:
+        task.append(loop.create_task(coro))
+        task[0].add_done_callback(settle)
+
+    loop.call_soon_threadsafe(start)
+    try:
+        return await asyncio.wrap_future(result)
+    except asyncio.CancelledError:
+        loop.call_soon_threadsafe(lambda: task[0].cancel())  # after start(): one queue, in order
+        await asyncio.to_thread(ended.wait, CANCEL_GRACE_S)
+        raise

@@ -462,3 +462,19 @@ async def test_tls_keepalive(tls_server: Scripted, pki: TestPki) -> None:
                 assert answer.tls_object is not None and answer.tls_object.getpeercert()
                 assert await answer.read() == b'{"status":"ok"}'
     assert tls_server.connections == 1
+
+
+def test_requests_with_credentials_are_not_kept() -> None:
+    """Requests are kept per URL only without credentials: a token in a header or the URL is not
+    held in memory past the probe (and a rotated token is never sent from a kept request)."""
+    from agentwatch.probes.fasthttp import FastHttp
+
+    client = FastHttp()
+    plain = httpx.URL("http://127.0.0.1:9/health")
+    assert client.request(plain, {"accept-encoding": "identity"}) is client.request(
+        plain, {"accept-encoding": "identity"}
+    )
+    token = {"accept-encoding": "identity", "Authorization": "Bearer s3cret-token"}
+    assert client.request(plain, token) is not client.request(plain, token)
+    userinfo = httpx.URL("http://user:pw@127.0.0.1:9/health")
+    assert client.request(userinfo) is not client.request(userinfo)

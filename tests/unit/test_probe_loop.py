@@ -65,23 +65,42 @@ def test_cancelling_the_caller_cancels_the_probes() -> None:
     stopped = threading.Event()
     started = threading.Event()
 
-    async def hangs() -> None:
+    async def hangs_and_cleans_up() -> None:
         started.set()
         try:
             await asyncio.sleep(60)
         finally:
+            await asyncio.sleep(0.2)  # closing sockets, killing a command: takes a moment
             stopped.set()
 
     async def main() -> None:
-        task = asyncio.ensure_future(in_probe_loop(hangs()))
+        task = asyncio.ensure_future(in_probe_loop(hangs_and_cleans_up()))
         while not started.is_set():
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The caller goes on (to close the Docker engine, the store) only once the probes ended.
+        assert stopped.is_set(), "the caller went on while the probes were still cancelling"
 
     asyncio.run(main())
-    assert stopped.wait(5), "the coroutine on the probe loop was not cancelled"
+
+
+def test_a_probe_loop_whose_thread_ended_is_started_again() -> None:
+    """A loop nobody runs would hang every later caller: a new one takes its place."""
+    old = probe_loop()
+    old.call_soon_threadsafe(old.stop)
+    for _ in range(100):
+        if old.is_closed():
+            break
+        threading.Event().wait(0.01)
+    assert old.is_closed()
+
+    async def main() -> int:
+        return await asyncio.wait_for(in_probe_loop(asyncio.sleep(0, result=3)), 5)
+
+    assert asyncio.run(main()) == 3
+    assert probe_loop() is not old
 
 
 def test_one_semaphore_bounds_every_batch_of_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,9 +170,19 @@ def test_real_probes_on_the_probe_loop() -> None:
     assert (down.agent_id, down.ok) == ("down", False)
 
 
-def test_docker_engine_works_from_two_loops() -> None:
+def test_docker_engine_works_from_two_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine connection is shared by the flow's loop and the probe loop: its connection lock
     must not belong to either. An engine that refuses is found out once and said the same way."""
+    import docker
+
+    tries = []
+    real = docker.from_env
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(docker, "from_env", counted)
     engine = DockerEngine("tcp://127.0.0.1:9", timeout=2)
 
     async def inspect_many() -> list[BaseException]:
@@ -168,7 +197,10 @@ def test_docker_engine_works_from_two_loops() -> None:
     here, there = asyncio.run(main())
     assert len(here) == len(there) == 20
     assert all(isinstance(e, EngineUnavailable) and "127.0.0.1:9" in str(e) for e in here + there)
-    assert len({id(e) for e in here + there}) == 1  # one failed connection, not one per call or loop
+    assert len({str(e) for e in here + there}) == 1
+    assert len(tries) == 1  # one failed connection, not one per call or loop
+    # Each call raised an exception of its own: a shared one would gather every raise's traceback.
+    assert len({id(e) for e in here + there}) == 40
 
 
 def test_fleet_rows_are_a_list_in_all_but_type() -> None:

@@ -491,3 +491,18 @@ async def test_a_connection_the_server_dropped_is_replaced(store: StateStore, st
         killed = await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         assert killed.scalar_one() is True
     assert list(await store.load()) == ["web-1"]
+
+
+def test_a_record_writes_every_column_of_its_row() -> None:
+    """The commit's columns are written out by hand (store/agents.py:_values): every field of a
+    record that has a column must be among them, and nothing else."""
+    import dataclasses
+
+    from agentwatch.models import AgentRecord
+    from agentwatch.store.agents import _RECORD_FIELDS, _values
+    from agentwatch.store.schema import agent_state
+
+    written = set(_values(AgentRecord("a")))
+    assert written == set(_RECORD_FIELDS)
+    fields = {f.name for f in dataclasses.fields(AgentRecord)} - {"agent_id", "version"}
+    assert written == fields == set(agent_state.c.keys()) - {"agent_id", "version", "updated_at"}
