@@ -52,8 +52,6 @@ def agent_secrets(agent: AgentSpec, environ: Mapping[str, str] | None = None) ->
     values: list[str] = [v for v in (getattr(spec, "headers", None) or {}).values() if isinstance(v, str)]
     if isinstance(url := getattr(spec, "url", None), str):
         values.extend(_url_credentials(url))
-    if not values and environ is None:  # the hot path: a plain URL, nothing to hide
-        return ()
     if environ is not None:
         for value in (getattr(spec, "env", None) or {}).values():
             if isinstance(var := getattr(value, "env", None), str) and (resolved := environ.get(var)):

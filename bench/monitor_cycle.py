@@ -1026,9 +1026,7 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path, server_pid: 
 
         bares = {c: Bare(c) for c in sorted(set(args.concurrencies) | set(args.ref_concurrency))}
         if args.skip_httpx:  # the raw client only: the httpx loops take a minute at 10,000
-            bares = {c: Bare(c) for c in args.concurrencies}
-            for bare in bares.values():
-                bare.walls.append(float("nan"))
+            bares = {c: Bare(c) for c in args.concurrencies}  # never run: their median is NaN
         raws = {c: Bare(c, client="raw") for c in args.concurrencies}
         runs_before = max(1, args.baseline_runs // 2)
         loops = [*([] if args.skip_httpx else bares.values()), *raws.values()]

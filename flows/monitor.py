@@ -78,9 +78,8 @@ async def monitor_fleet(registry_path: str = "fleet.yaml", force: bool = False, 
     settings = get_settings()
     run_id, run_url = str(flow_run.id or ""), flow_run.ui_url
     registry = await load_fleet(registry_path)
-    problems: list[str] = []
     with old_heap_frozen():
-        return await _cycle(registry, force, settings, logger, run_id, run_url, problems)
+        return await _cycle(registry, force, settings, logger, run_id, run_url)
 
 
 async def _cycle(
@@ -90,9 +89,9 @@ async def _cycle(
     logger: Any,
     run_id: str,
     run_url: str | None,
-    problems: list[str],
 ) -> FleetRows:
     """The cycle after the registry is loaded (the numbered steps of the module's docstring)."""
+    problems: list[str] = []
     async with DockerEngine.from_settings(settings) as engine, StateStore(settings.resolved_database_url()) as store:
         fleet, docker = await discover(registry, engine, store, settings, logger)
         checked = await check_agents(fleet, docker, store, engine, settings, logger, run_id=run_id, force=force)

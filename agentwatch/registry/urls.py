@@ -102,7 +102,12 @@ def check_url(v: str) -> str:
 def header_value_problem(value: str) -> str | None:
     """What makes `value` unsendable as an HTTP header value, without quoting it."""
     if _PLAIN_HEADER_VALUE.fullmatch(value) and value == value.strip(" \t"):
-        return None  # the common case, without the loop below (which names the first bad character)
+        return None  # the common case, without the walk that names the first bad character
+    return _header_value_walk(value)
+
+
+def _header_value_walk(value: str) -> str | None:
+    """header_value_problem character by character: what is wrong, and where."""
     for i, ch in enumerate(value):
         if ch in "\r\n":
             return f"contains a line break (character {i + 1}; a YAML `|` block ends in one: use `|-`)"

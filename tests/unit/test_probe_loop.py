@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -103,11 +104,9 @@ def test_a_probe_loop_whose_thread_ended_is_started_again() -> None:
     assert probe_loop() is not old
 
 
-def test_one_semaphore_bounds_every_batch_of_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches given the cycle's semaphore never have more checks in flight, together, than it
-    allows; and a batch does not keep slots idle while another has work (all 4 slots get used)."""
-    in_flight = 0
-    peak = 0
+def _count_in_flight(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Swap the http probe for one that counts the checks in flight; returns the peak so far."""
+    in_flight = peak = 0
 
     async def counting(agent: Any, ctx: Any) -> ProbeResult:
         nonlocal in_flight, peak
@@ -118,6 +117,13 @@ def test_one_semaphore_bounds_every_batch_of_a_cycle(monkeypatch: pytest.MonkeyP
         return ProbeResult(agent.id, ok=True)
 
     monkeypatch.setitem(dispatch.PROBES, "http", counting)
+    return lambda: peak
+
+
+def test_one_semaphore_bounds_every_batch_of_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches given the cycle's semaphore never have more checks in flight, together, than it
+    allows; and a batch does not keep slots idle while another has work (all 4 slots get used)."""
+    peak = _count_in_flight(monkeypatch)
     agents = _fleet(40)
 
     async def cycle() -> list[list[ProbeResult]]:
@@ -127,24 +133,13 @@ def test_one_semaphore_bounds_every_batch_of_a_cycle(monkeypatch: pytest.MonkeyP
 
     results = asyncio.run(cycle())
     assert [r.agent_id for batch in results for r in batch] == [a.id for a in agents]
-    assert peak == 4
+    assert peak() == 4
 
 
 def test_without_the_cycle_semaphore_a_batch_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    in_flight = 0
-    peak = 0
-
-    async def counting(agent: Any, ctx: Any) -> ProbeResult:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return ProbeResult(agent.id, ok=True)
-
-    monkeypatch.setitem(dispatch.PROBES, "http", counting)
+    peak = _count_in_flight(monkeypatch)
     asyncio.run(probe_many(_fleet(20), concurrency=3))
-    assert peak == 3
+    assert peak() == 3
 
 
 def test_real_probes_on_the_probe_loop() -> None:
